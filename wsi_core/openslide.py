@@ -1,0 +1,121 @@
+"""OpenSlide backend: ``OpenSlide(path, mpp=None)``.
+
+A subclass of both ``openslide.OpenSlide`` (so every openslide-python call still works) and
+:class:`~wsi_core.slide.SlideReader`. ``read_tile`` and ``read_level_region`` take level coords;
+``openslide.OpenSlide.read_region`` takes a level-0 location, so the origin is converted with
+``round(x * downsample)``.
+
+Quirk worth knowing: at a level whose downsample is not an integer (Aperio's 2.0005, say),
+a level-0 location rarely maps back to a whole level pixel, and OpenSlide then resamples the
+level with a sub-pixel shift. Reads at such levels are slightly blurred compared to the stored
+pixels, except at origins where ``x * downsample`` is a whole number (``x = 0``).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import numpy as np
+import openslide
+
+from wsi_core.errors import MissingMPPError, SlideError
+from wsi_core.resolution import MPP, as_mpp_pair
+from wsi_core.slide import Background, SlideReader, background_rgb, clip_window, composite_over
+
+
+class OpenSlide(openslide.OpenSlide, SlideReader):
+    """A slide read by OpenSlide.
+
+    ``mpp`` (micrometres per level-0 pixel, float or ``(x, y)``) overrides the file's
+    ``openslide.mpp-x/y``. A slide without either raises
+    :class:`~wsi_core.errors.MissingMPPError` only when the resolution is asked for
+    (``mpp``, ``closest_level``, ``slide_resolution``), so reading by explicit level works.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], mpp: MPP | None = None) -> None:
+        self.path = os.fspath(path)
+        self._closed = True  # until the handle exists, close() has nothing to release
+        self._mpp_override = None if mpp is None else as_mpp_pair(mpp)
+        if not os.path.exists(self.path):
+            raise SlideError(self.path, "no such file")
+        try:
+            super().__init__(self.path)
+        except openslide.OpenSlideUnsupportedFormatError as error:
+            raise SlideError(self.path, "not a slide format OpenSlide can read") from error
+        except openslide.OpenSlideError as error:
+            raise SlideError(self.path, f"OpenSlide cannot open it: {error}") from error
+        self._closed = False
+        self.vendor = self.properties.get("openslide.vendor") or "unknown"
+
+    @property
+    def mpp(self) -> tuple[float, float]:
+        """``(x, y)`` micrometres per level-0 pixel: the override, else ``openslide.mpp-x/y``."""
+        if self._mpp_override is not None:
+            return self._mpp_override
+        values = []
+        for key in ("openslide.mpp-x", "openslide.mpp-y"):
+            try:
+                value = float(self.properties[key])
+            except (KeyError, ValueError):
+                raise MissingMPPError(self.path) from None
+            if not math.isfinite(value) or value <= 0:
+                raise MissingMPPError(self.path)
+            values.append(value)
+        return values[0], values[1]
+
+    def _level0_location(self, level: int, x: int, y: int) -> tuple[int, int]:
+        downsample = self.level_downsamples[level]
+        return int(round(x * downsample)), int(round(y * downsample))
+
+    def read_tile(
+        self,
+        x: int,
+        y: int,
+        extent_x: int,
+        extent_y: int,
+        level: int,
+        background: Background = 255,
+    ) -> np.ndarray:
+        """RGB ``uint8`` ``(extent_y, extent_x, 3)`` at level coords ``(x, y)`` of ``level``.
+
+        OpenSlide's RGBA (not premultiplied) is composited over ``background``; OpenSlide
+        gives alpha 0 outside the slide, and this also forces exact ``background`` there
+        (a slide's own transparent pixels may carry colour).
+        """
+        level = self._check_level(level)
+        x, y, extent_x, extent_y = int(x), int(y), int(extent_x), int(extent_y)
+        fill = background_rgb(background)
+        tile = np.empty((extent_y, extent_x, 3), dtype=np.uint8)
+        tile[...] = fill
+        inside = clip_window(x, y, extent_x, extent_y, *self.level_dimensions[level])
+        if inside is None:
+            return tile
+        # Read the whole requested window (not just the clipped part) so the level-0 location
+        # is the same as a plain read_region at (x, y); then mask what lies outside.
+        region = np.asarray(
+            self.read_region(self._level0_location(level, x, y), level, (extent_x, extent_y))
+        )
+        x0, y0, x1, y1 = inside
+        window = (slice(y0 - y, y1 - y), slice(x0 - x, x1 - x))
+        tile[window] = composite_over(region[window][..., :3], region[window][..., 3], fill)
+        return tile
+
+    def read_level_region(self, level: int, x: int, y: int, width: int, height: int) -> np.ndarray:
+        """RGB ``uint8`` ``(height, width, 3)`` of a window wholly inside ``level`` (level
+        coords). OpenSlide's alpha channel is dropped, not composited."""
+        x, y, width, height = int(x), int(y), int(width), int(height)
+        self._check_window(level, x, y, width, height)
+        if width == 0 or height == 0:
+            return np.zeros((height, width, 3), dtype=np.uint8)
+        region = self.read_region(self._level0_location(level, x, y), level, (width, height))
+        return np.ascontiguousarray(np.asarray(region)[..., :3])
+
+    def close(self) -> None:
+        """Release the OpenSlide handle; a second call does nothing."""
+        if not self._closed:
+            self._closed = True
+            super().close()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.path!r})"

@@ -1,0 +1,429 @@
+"""tifffile backend: ``TiffSlide(path, mpp=None)``.
+
+Reads OME-TIFF and plain TIFF, tiled or stripped, single image or pyramid. Pyramid levels are
+found, in order, as tifffile's series levels (SubIFDs, OME and Aperio pyramids, successive
+reduced pages that tifffile groups itself) or, when the first series has one level, as later
+series whose first page is marked reduced-resolution and is smaller than the level before.
+
+Units: ``level_dimensions`` are ``(width, height)`` in each level's pixels; ``level_downsamples``
+follow OpenSlide, ``(w0 / wl + h0 / hl) / 2`` level-0 pixels per level pixel; ``mpp`` is
+micrometres per level-0 pixel, taken from (first found) OME-XML ``PhysicalSizeX/Y``, the Aperio
+description's ``MPP``, or the ``XResolution``/``YResolution`` tags of level 0 in any TIFF unit
+(inch, centimetre, and the DNG millimetre and micrometre; ``ResolutionUnit`` NONE means none).
+
+``read_level_region`` decodes only the tiles or strips that meet the window, so a window of a
+gigapixel level costs a few tiles, never the level.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import tifffile
+from defusedxml import ElementTree
+
+from wsi_core.errors import MissingMPPError, SlideError
+from wsi_core.resolution import MPP, as_mpp_pair
+from wsi_core.slide import Background, SlideReader, background_rgb, clip_window, composite_over
+
+# Micrometres per ResolutionUnit; 1 (NONE) is absent on purpose: it carries no physical size.
+_MICROMETRES_PER_RESUNIT = {2: 25400.0, 3: 10_000.0, 4: 1000.0, 5: 1.0}
+
+# Micrometres per OME UnitsLength symbol (the ones a microscope would plausibly write).
+_MICROMETRES_PER_OME_UNIT = {
+    "m": 1e6,
+    "dm": 1e5,
+    "cm": 1e4,
+    "mm": 1e3,
+    "µm": 1.0,  # U+00B5 micro sign (the OME default)
+    "μm": 1.0,  # U+03BC greek mu, also seen in the wild
+    "um": 1.0,
+    "nm": 1e-3,
+    "pm": 1e-6,
+    "Å": 1e-4,
+    "in": 25400.0,
+}
+
+_VENDORS = {"ome": "ome-tiff", "svs": "aperio"}
+
+_JPEG_COMPRESSIONS = {6, 7, 34892, 33007}  # these decoders want the JPEG tables
+
+
+@dataclass
+class _Level:
+    """One pyramid level: one page, or one page per channel (OME ``CYX`` planes)."""
+
+    pages: list[Any]  # tifffile TiffPage or TiffFrame
+    keyframe: tifffile.TiffPage
+    width: int
+    height: int
+    decode: Callable[..., Any]
+
+
+class TiffSlide(SlideReader):
+    """A TIFF or OME-TIFF slide read with tifffile; one open ``TiffFile`` per reader.
+
+    ``mpp`` (micrometres per level-0 pixel, float or ``(x, y)``) overrides what the file
+    records. Reads are serialised on the file handle and decoded outside the lock, so one
+    reader can be shared by threads.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], mpp: MPP | None = None) -> None:
+        self.path = os.fspath(path)
+        self._tif: tifffile.TiffFile | None = None
+        self._mpp_override = None if mpp is None else as_mpp_pair(mpp)
+        if not os.path.exists(self.path):
+            raise SlideError(self.path, "no such file")
+        try:
+            self._tif = tifffile.TiffFile(self.path)
+        except Exception as error:  # tifffile raises TiffFileError, ValueError, struct.error...
+            raise SlideError(self.path, f"not a TIFF file tifffile can read ({error})") from error
+        self._lock = threading.RLock()
+        try:
+            series = self._tif.series
+            if not series:
+                raise SlideError(self.path, "the TIFF holds no image")
+            self._levels = _find_levels(self.path, series)
+            self._file_mpp = _file_mpp(self._tif, self._levels[0].keyframe)
+        except SlideError:
+            self.close()
+            raise
+        except Exception as error:  # a damaged IFD chain or metadata tifffile chokes on
+            self.close()
+            raise SlideError(self.path, f"cannot read the TIFF structure: {error}") from error
+        self.vendor = _VENDORS.get(series[0].kind, "generic-tiff")
+        width0, height0 = self._levels[0].width, self._levels[0].height
+        self._dimensions = tuple((level.width, level.height) for level in self._levels)
+        self._downsamples = tuple(
+            (width0 / level.width + height0 / level.height) / 2.0 for level in self._levels
+        )
+
+    @property
+    def level_count(self) -> int:
+        return len(self._levels)
+
+    @property
+    def level_dimensions(self) -> tuple[tuple[int, int], ...]:
+        return self._dimensions
+
+    @property
+    def level_downsamples(self) -> tuple[float, ...]:
+        return self._downsamples
+
+    @property
+    def mpp(self) -> tuple[float, float]:
+        """``(x, y)`` micrometres per level-0 pixel: the override, else the file's own."""
+        if self._mpp_override is not None:
+            return self._mpp_override
+        if self._file_mpp is None:
+            raise MissingMPPError(self.path)
+        return self._file_mpp
+
+    def read_level_region(self, level: int, x: int, y: int, width: int, height: int) -> np.ndarray:
+        """Raw samples of a window (level coords) wholly inside ``level``: ``(height, width)``
+        for one sample per pixel, else ``(height, width, samples)``; native dtype."""
+        x, y, width, height = int(x), int(y), int(width), int(height)
+        self._check_window(level, x, y, width, height)
+        if self._tif is None:
+            raise SlideError(self.path, "the slide is closed")
+        info = self._levels[level]
+        planes = [self._read_page_window(info, page, x, y, width, height) for page in info.pages]
+        if len(planes) == 1:
+            return planes[0]
+        return np.stack(planes, axis=-1)
+
+    def read_tile(
+        self,
+        x: int,
+        y: int,
+        extent_x: int,
+        extent_y: int,
+        level: int,
+        background: Background = 255,
+    ) -> np.ndarray:
+        """RGB ``uint8`` ``(extent_y, extent_x, 3)`` at level coords ``(x, y)`` of ``level``.
+
+        Samples become RGB as follows: grey is replicated to 3 channels (MINISWHITE inverted);
+        palette images go through their colour map; an alpha extra sample (associated or not)
+        is composited over ``background``; with 3 or more colour samples the first three are
+        taken as RGB. Non-``uint8`` samples are scaled to 0-255 first: bool to 0/255, integers
+        by their ``BitsPerSample`` maximum (negatives clip to 0), floats from [0, 1].
+        Pixels outside the level are ``background``.
+        """
+        level = self._check_level(level)
+        x, y, extent_x, extent_y = int(x), int(y), int(extent_x), int(extent_y)
+        fill = background_rgb(background)
+        tile = np.empty((extent_y, extent_x, 3), dtype=np.uint8)
+        tile[...] = fill
+        inside = clip_window(x, y, extent_x, extent_y, *self.level_dimensions[level])
+        if inside is None:
+            return tile
+        x0, y0, x1, y1 = inside
+        raw = self.read_level_region(level, x0, y0, x1 - x0, y1 - y0)
+        info = self._levels[level]
+        tile[y0 - y : y1 - y, x0 - x : x1 - x] = _samples_to_rgb(
+            raw, info.keyframe, multi_page=len(info.pages) > 1, background=fill
+        )
+        return tile
+
+    def close(self) -> None:
+        """Close the TIFF file; a second call does nothing."""
+        if self._tif is not None:
+            tif, self._tif = self._tif, None
+            tif.close()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.path!r})"
+
+    # Decoding -------------------------------------------------------------------------------
+
+    def _read_page_window(
+        self, info: _Level, page: Any, x: int, y: int, width: int, height: int
+    ) -> np.ndarray:
+        """Decode the segments of ``page`` that meet the window and assemble the window."""
+        keyframe = info.keyframe
+        separate, _, page_height, page_width, contig = keyframe.shaped
+        out = np.full((separate, height, width, contig), keyframe.nodata, dtype=keyframe.dtype)
+        if width and height:
+            indices = _segment_indices(keyframe, x, y, width, height)
+            offsets = [page.dataoffsets[i] for i in indices]
+            counts = [page.databytecounts[i] for i in indices]
+            kwargs: dict[str, Any] = {}
+            if keyframe.compression in _JPEG_COMPRESSIONS:
+                tables = getattr(page, "jpegtables", None)
+                kwargs = {
+                    "jpegtables": keyframe.jpegtables if tables is None else tables,
+                    "jpegheader": keyframe.jpegheader,
+                }
+            with self._lock:  # tifffile's file handle is one seek position for all threads
+                fh = self._tif.filehandle  # type: ignore[union-attr]
+                encoded = list(
+                    fh.read_segments(offsets, counts, indices=indices, sort=True, flat=True)
+                )
+            for data, index in encoded:
+                try:
+                    segment, position, _ = info.decode(data, index, **kwargs)
+                except Exception as error:
+                    raise SlideError(
+                        self.path, f"cannot decode segment {index} of {keyframe!r}: {error}"
+                    ) from error
+                if segment is None:  # a sparse (never written) tile keeps nodata
+                    continue
+                plane, _, seg_y, seg_x, _ = position
+                seg_h = min(segment.shape[1], page_height - seg_y)
+                seg_w = min(segment.shape[2], page_width - seg_x)
+                top, left = max(seg_y, y), max(seg_x, x)
+                bottom, right = min(seg_y + seg_h, y + height), min(seg_x + seg_w, x + width)
+                if bottom <= top or right <= left:
+                    continue
+                out[plane, top - y : bottom - y, left - x : right - x] = segment[
+                    0, top - seg_y : bottom - seg_y, left - seg_x : right - seg_x
+                ]
+        if separate > 1:  # planar configuration 2: one plane per sample, put samples last
+            return np.ascontiguousarray(np.moveaxis(out[..., 0], 0, -1))
+        return out[0, ..., 0] if contig == 1 else out[0]
+
+
+def _segment_indices(
+    keyframe: tifffile.TiffPage, x: int, y: int, width: int, height: int
+) -> list[int]:
+    """Indices (into dataoffsets) of the tiles or strips that meet the window, in the
+    numbering tifffile's decoder expects (sample plane, then row, then column)."""
+    separate = keyframe.shaped[0]
+    if keyframe.is_tiled:
+        tile_h, tile_w = keyframe.tilelength, keyframe.tilewidth
+        across = math.ceil(keyframe.imagewidth / tile_w)
+        down = math.ceil(keyframe.imagelength / tile_h)
+        rows = range(y // tile_h, (y + height - 1) // tile_h + 1)
+        cols = range(x // tile_w, (x + width - 1) // tile_w + 1)
+        return [
+            plane * across * down + row * across + col
+            for plane in range(separate)
+            for row in rows
+            for col in cols
+        ]
+    rows_per_strip = keyframe.rowsperstrip
+    strips = math.ceil(keyframe.imagelength / rows_per_strip)
+    first, last = y // rows_per_strip, (y + height - 1) // rows_per_strip
+    return [plane * strips + s for plane in range(separate) for s in range(first, last + 1)]
+
+
+# Level discovery -------------------------------------------------------------------------------
+
+
+def _find_levels(path: str, series: Sequence[tifffile.TiffPageSeries]) -> list[_Level]:
+    main = series[0]
+    candidates = list(main.levels)
+    # Aperio's other series are thumbnail, label and macro images, never levels.
+    if len(candidates) == 1 and main.kind != "svs":
+        # Reduced-resolution pages that tifffile reported as series of their own. A label or
+        # macro image may be flagged reduced too, hence the aspect-ratio test.
+        base = main.keyframe
+        for other in series[1:]:
+            keyframe = other.keyframe
+            previous = candidates[-1].keyframe
+            if (
+                keyframe is not None
+                and keyframe.is_reduced
+                and keyframe.dtype == previous.dtype
+                and keyframe.samplesperpixel == previous.samplesperpixel
+                and keyframe.imagewidth < previous.imagewidth
+                and keyframe.imagelength < previous.imagelength
+                and _same_aspect(base, keyframe)
+            ):
+                candidates.append(other)
+    return [_as_level(path, candidate) for candidate in candidates]
+
+
+def _same_aspect(base: tifffile.TiffPage, reduced: tifffile.TiffPage) -> bool:
+    """Whether ``reduced`` is ``base`` shrunk by one factor, to a pixel of rounding."""
+    factor = (base.imagewidth / reduced.imagewidth + base.imagelength / reduced.imagelength) / 2
+    return (
+        abs(base.imagewidth / factor - reduced.imagewidth) <= 1 + 0.01 * reduced.imagewidth
+        and abs(base.imagelength / factor - reduced.imagelength) <= 1 + 0.01 * reduced.imagelength
+    )
+
+
+def _as_level(path: str, level: tifffile.TiffPageSeries) -> _Level:
+    keyframe = level.keyframe
+    if keyframe is None:
+        raise SlideError(path, "a pyramid level holds no image")
+    if keyframe.imagedepth > 1:
+        raise SlideError(path, "volumetric (tiled in depth) TIFF images are not supported")
+    pages = [page for page in level.pages if page is not None]
+    extra_axes = level.axes.replace("Y", "").replace("X", "").replace("S", "")
+    if len(pages) > 1 and extra_axes != "C":
+        raise SlideError(
+            path,
+            f"a level with axes {level.axes!r} is not one 2-D image "
+            "(Z or T stacks are not slides)",
+        )
+    return _Level(
+        pages=pages,
+        keyframe=keyframe,
+        width=int(keyframe.imagewidth),
+        height=int(keyframe.imagelength),
+        decode=keyframe.decode,  # built here, once, rather than raced for by reader threads
+    )
+
+
+# Resolution -------------------------------------------------------------------------------------
+
+
+def _file_mpp(tif: tifffile.TiffFile, page: tifffile.TiffPage) -> tuple[float, float] | None:
+    """Micrometres per level-0 pixel recorded in the file, or None."""
+    for source in (_ome_mpp, _aperio_mpp, _tag_mpp):
+        mpp = source(tif, page)
+        if mpp is not None and all(math.isfinite(v) and v > 0 for v in mpp):
+            return mpp
+    return None
+
+
+def _ome_mpp(tif: tifffile.TiffFile, page: tifffile.TiffPage) -> tuple[float, float] | None:
+    xml = tif.ome_metadata if tif.is_ome else None
+    if not xml:
+        return None
+    try:
+        root = ElementTree.fromstring(xml)
+    except Exception:  # malformed OME-XML: fall back to the TIFF tags
+        return None
+    pixels = next((e for e in root.iter() if e.tag.rsplit("}", 1)[-1] == "Pixels"), None)
+    if pixels is None:
+        return None
+    values = []
+    for axis in ("X", "Y"):
+        size = pixels.get(f"PhysicalSize{axis}")
+        scale = _MICROMETRES_PER_OME_UNIT.get(pixels.get(f"PhysicalSize{axis}Unit", "µm"))
+        if size is None or scale is None:
+            return None
+        try:
+            values.append(float(size) * scale)
+        except ValueError:
+            return None
+    return values[0], values[1]
+
+
+def _aperio_mpp(tif: tifffile.TiffFile, page: tifffile.TiffPage) -> tuple[float, float] | None:
+    if not page.is_svs:
+        return None
+    # The description is "header|Key = value|...", one MPP for both axes.
+    for item in page.description.split("|")[1:]:
+        key, _, value = item.partition("=")
+        if key.strip() == "MPP":
+            try:
+                mpp = float(value.strip())
+            except ValueError:
+                return None
+            return mpp, mpp
+    return None
+
+
+def _tag_mpp(tif: tifffile.TiffFile, page: tifffile.TiffPage) -> tuple[float, float] | None:
+    if 282 not in page.tags or 283 not in page.tags:  # XResolution, YResolution
+        return None
+    unit = int(page.tags.valueof(296, default=2))  # an absent ResolutionUnit means inch
+    scale = _MICROMETRES_PER_RESUNIT.get(unit)
+    if scale is None:
+        return None
+    per_unit_x, per_unit_y = page.get_resolution()
+    if not per_unit_x or not per_unit_y:
+        return None
+    return scale / float(per_unit_x), scale / float(per_unit_y)
+
+
+# Samples to RGB ---------------------------------------------------------------------------------
+
+
+def _samples_to_rgb(
+    raw: np.ndarray, keyframe: tifffile.TiffPage, *, multi_page: bool, background: np.ndarray
+) -> np.ndarray:
+    photometric = int(keyframe.photometric)
+    if photometric == 3 and keyframe.colormap is not None and not multi_page:  # PALETTE
+        colormap = keyframe.colormap  # (3, 2**bits) uint16
+        rgb = colormap[:, raw.astype(np.intp)]
+        return np.moveaxis(np.floor(rgb / 257.0 + 0.5).astype(np.uint8), 0, -1)
+    data = _to_uint8(raw, keyframe.bitspersample)
+    if data.ndim == 2:
+        data = data[..., None]
+    alpha_kind = 0
+    extrasamples = tuple(int(e) for e in keyframe.extrasamples) if not multi_page else ()
+    if extrasamples and extrasamples[0] in (1, 2):  # ASSOCALPHA, UNASSALPHA
+        alpha_kind = extrasamples[0]
+    colour_samples = data.shape[-1] - len(extrasamples)
+    alpha = data[..., colour_samples] if alpha_kind else None
+    if colour_samples >= 3:
+        colour = data[..., :3]
+    else:
+        grey = data[..., 0]
+        if photometric == 0:  # MINISWHITE: 0 is white
+            grey = 255 - grey
+        colour = np.repeat(grey[..., None], 3, axis=-1)
+    if alpha is None:
+        return colour
+    if alpha_kind == 1:  # premultiplied: colour already carries alpha
+        a = alpha.astype(np.uint32)[..., None]
+        mixed = colour.astype(np.uint32) * 255 + background.astype(np.uint32) * (255 - a)
+        return np.minimum((mixed + 127) // 255, 255).astype(np.uint8)
+    return composite_over(colour, alpha, background)
+
+
+def _to_uint8(raw: np.ndarray, bits: Any) -> np.ndarray:
+    if raw.dtype == np.uint8:
+        return raw
+    if raw.dtype == np.bool_:
+        return raw.astype(np.uint8) * 255
+    if np.issubdtype(raw.dtype, np.integer):
+        bits = bits if isinstance(bits, int) else raw.dtype.itemsize * 8
+        maximum = float(min(2**bits - 1, np.iinfo(raw.dtype).max))
+        scaled = np.clip(raw.astype(np.float64), 0, maximum) * (255.0 / maximum)
+        return np.floor(scaled + 0.5).astype(np.uint8)
+    if np.issubdtype(raw.dtype, np.floating):
+        unit_range = np.clip(np.nan_to_num(raw.astype(np.float64)), 0, 1)
+        return np.floor(unit_range * 255 + 0.5).astype(np.uint8)
+    raise TypeError(f"cannot show {raw.dtype} samples as RGB")
