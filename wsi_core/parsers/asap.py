@@ -1,0 +1,143 @@
+"""ASAP XML annotations (CAMELYON16/17 and the ASAP viewer)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from functools import partial
+from xml.etree.ElementTree import Element
+
+import numpy as np
+from shapely.geometry import Point
+
+from wsi_core.errors import AnnotationError
+from wsi_core.parsers._common import (
+    AnnotationParser,
+    Pattern,
+    PointEntry,
+    PolygonalGeometry,
+    PolygonEntry,
+    compile_filters,
+    field_value,
+    filter_entries,
+    load_xml,
+    polygon_from_parts,
+    ring_array,
+)
+
+_POLYGON_TYPES = frozenset({"polygon", "spline", "rectangle"})
+_POINT_TYPES = frozenset({"point", "dot", "pointset"})
+
+
+class ASAPParser(AnnotationParser):
+    """Annotations of an ASAP XML file, as shapely geometry in level-0 pixels.
+
+    Layout: ``ASAP_Annotations/Annotations/Annotation`` with attributes ``Name``, ``Type`` and
+    ``PartOfGroup``, holding ``Coordinates/Coordinate`` elements with ``Order``, ``X`` and ``Y``.
+
+    * Vertices are taken in ``Order`` order (document order when any ``Order`` is missing).
+    * ``Polygon``, ``Spline`` and ``Rectangle`` annotations are polygons. A ``Spline`` is its
+      control points joined by straight edges (ASAP's curve through them is not reproduced).
+    * ``Point``, ``Dot`` and ``PointSet`` annotations are points, one per coordinate.
+      Other types (``Measurement`` lines, …) are ignored.
+    * Decimal commas (``X="123,45"``, written by ASAP under some locales) are accepted.
+    * ``PartOfGroup="None"`` is how ASAP writes "in no group": it counts as missing, so it is
+      no class label and matches no ``part_of_group`` filter.
+    * XML is parsed with defusedxml: documents declaring entities or external references are
+      refused with :class:`~wsi_core.errors.AnnotationError`.
+    """
+
+    def _load(self, data: bytes | str) -> None:
+        root = load_xml(self.path, data)
+        if root.tag != "ASAP_Annotations":
+            raise AnnotationError(
+                self.path,
+                f"not an ASAP annotation file: the root element is <{root.tag}>, "
+                "expected <ASAP_Annotations>",
+            )
+        for index, annotation in enumerate(root.iterfind("Annotations/Annotation")):
+            kind = (annotation.get("Type") or "").strip().lower()
+            if kind not in _POLYGON_TYPES and kind not in _POINT_TYPES:
+                continue
+            name = annotation.get("Name")
+            group = annotation.get("PartOfGroup")
+            if group in ("None", ""):
+                group = None
+            fields = {"name": name, "part_of_group": group}
+            where = f"Annotation #{index}" + (f" ({name!r})" if name is not None else "")
+            vertices = self._vertices(annotation, where)
+            if kind in _POLYGON_TYPES:
+                ring = ring_array(vertices)
+                self._polygon_entries.append(
+                    PolygonEntry(fields, group, partial(polygon_from_parts, [(ring, [])]))
+                )
+            else:
+                for x, y in vertices.tolist():
+                    self._point_entries.append(PointEntry(fields, group, Point(x, y)))
+
+    def _vertices(self, annotation: Element, where: str) -> np.ndarray:
+        """The annotation's ``(n, 2)`` vertices in ``Order`` order."""
+        orders: list[int | None] = []
+        points: list[tuple[float, float]] = []
+        for position, coordinate in enumerate(annotation.iterfind("Coordinates/Coordinate")):
+            place = f"{where}, Coordinate #{position}"
+            order = coordinate.get("Order")
+            if order is None:
+                orders.append(None)
+            else:
+                try:
+                    orders.append(int(order.strip()))
+                except ValueError:
+                    raise AnnotationError(
+                        self.path, f"{place}: Order {order!r} is not an integer"
+                    ) from None
+            points.append(
+                (self._number(coordinate, "X", place), self._number(coordinate, "Y", place))
+            )
+        if points and None not in orders:
+            # sorted() is stable, so duplicated Order values keep document order.
+            points = [
+                p for _, p in sorted(zip(orders, points, strict=True), key=lambda pair: pair[0])
+            ]
+        return np.array(points, dtype=np.float64).reshape(-1, 2)
+
+    def _number(self, coordinate: Element, attribute: str, place: str) -> float:
+        text = coordinate.get(attribute)
+        if text is None:
+            raise AnnotationError(self.path, f"{place}: no {attribute} attribute")
+        cleaned = text.strip()
+        # A lone comma is a decimal comma; with a dot as well it could be a thousands separator,
+        # which would silently scale the slide, so that is refused below.
+        if "," in cleaned and "." not in cleaned and cleaned.count(",") == 1:
+            cleaned = cleaned.replace(",", ".")
+        try:
+            value = float(cleaned)
+        except ValueError:
+            raise AnnotationError(
+                self.path, f"{place}: {attribute}={text!r} is not a number"
+            ) from None
+        if not math.isfinite(value):
+            raise AnnotationError(self.path, f"{place}: {attribute}={text!r} is not finite")
+        return value
+
+    def get_polygons(
+        self, name: Pattern | None = None, part_of_group: Pattern | None = None
+    ) -> Iterator[PolygonalGeometry]:
+        """Polygons (``Polygon``, ``Spline``, ``Rectangle``), in file order, level-0 pixels.
+
+        ``name`` and ``part_of_group`` are regular expressions matched against the whole
+        ``Name`` / ``PartOfGroup`` (``re.fullmatch``); ``None`` does not filter. Invalid polygons
+        are repaired (one :class:`InvalidGeometryWarning` per call).
+        """
+        patterns = compile_filters({"name": name, "part_of_group": part_of_group})
+        return iter(self._emit(filter_entries(self._polygon_entries, patterns, field_value)))
+
+    def get_points(
+        self, name: Pattern | None = None, part_of_group: Pattern | None = None
+    ) -> Iterator[Point]:
+        """Points (``Point``, ``Dot``, one per ``PointSet`` coordinate), level-0 pixels.
+
+        Filters as in :meth:`get_polygons`.
+        """
+        patterns = compile_filters({"name": name, "part_of_group": part_of_group})
+        return iter([e.point for e in filter_entries(self._point_entries, patterns, field_value)])

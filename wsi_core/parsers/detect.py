@@ -1,0 +1,85 @@
+"""``open_annotations``: pick the parser from the file's extension and content."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import urlsplit
+
+from wsi_core.errors import AnnotationError
+from wsi_core.parsers._common import (
+    AnnotationParser,
+    JSONAnnotationParser,
+    Source,
+    load_json,
+    read_source,
+)
+from wsi_core.parsers.asap import ASAPParser
+from wsi_core.parsers.darwin import Darwin7JSONParser
+from wsi_core.parsers.empaia import EMPAIAParser
+from wsi_core.parsers.geojson import GEOMETRY_TYPES, GeoJSONParser
+
+_JSON_SUFFIXES = frozenset({".json", ".geojson"})
+_FORMATS = "ASAP XML, GeoJSON, V7 Darwin JSON or EMPAIA JSON"
+
+
+def _suffix(name: str) -> str:
+    path = urlsplit(name).path if "://" in name else name
+    return os.path.splitext(path)[1].lower()
+
+
+def _first_character(data: bytes | str) -> str:
+    head = data[:4096]
+    if isinstance(head, (bytes, bytearray)):
+        head = head.decode("utf-8", errors="ignore")
+    return head.lstrip("\ufeff \t\r\n")[:1]
+
+
+def json_parser_class(document: Any) -> type[JSONAnnotationParser] | None:
+    """The parser class for a decoded JSON document, or ``None`` when none fits.
+
+    A list, a FeatureCollection, a Feature or a bare geometry is GeoJSON; an object with an
+    ``annotations`` list and a ``version``, ``item`` (2.0) or ``image`` (1.0) member is V7
+    Darwin; an object with an ``items`` list is EMPAIA.
+    """
+    if isinstance(document, list):
+        return GeoJSONParser
+    if not isinstance(document, Mapping):
+        return None
+    kind = document.get("type")
+    if kind in ("FeatureCollection", "Feature") or kind in GEOMETRY_TYPES:
+        return GeoJSONParser
+    if kind is None and isinstance(document.get("features"), list):
+        return GeoJSONParser
+    if isinstance(document.get("annotations"), list) and any(
+        key in document for key in ("version", "item", "image")
+    ):
+        return Darwin7JSONParser
+    if isinstance(document.get("items"), list):
+        return EMPAIAParser
+    return None
+
+
+def open_annotations(source: Source) -> AnnotationParser:
+    """Open an annotation file with the parser its format needs.
+
+    ``.xml`` is ASAP. ``.json`` and ``.geojson`` are told apart by content (see
+    :func:`json_parser_class`). Any other extension (or a stream) is sniffed: ``<`` starts ASAP
+    XML, ``{`` or ``[`` JSON. A file that fits no format raises
+    :class:`~wsi_core.errors.AnnotationError` naming it. The file is read and decoded once.
+    """
+    name, data = read_source(source)
+    suffix = _suffix(name)
+    first = _first_character(data)
+    if suffix == ".xml" or (suffix not in _JSON_SUFFIXES and first == "<"):
+        return ASAPParser._from_data(name, data)
+    if suffix not in _JSON_SUFFIXES and first not in ("{", "["):
+        raise AnnotationError(name, f"unrecognised annotation format (expected {_FORMATS})")
+    document = load_json(name, data)
+    parser_class = json_parser_class(document)
+    if parser_class is None:
+        raise AnnotationError(
+            name, f"unrecognised annotation JSON (expected {_FORMATS.replace('ASAP XML, ', '')})"
+        )
+    return parser_class._from_document(name, document)
