@@ -1,0 +1,256 @@
+"""tile_overlay and tile_overlay_overlap against a brute-force per-pixel count.
+
+The oracle below is written from SEMANTICS.md alone: it walks every pixel of the overlay level,
+keeps those inside the tile's rounded read window, on the image and with their centre (tested
+at ``c - 1e-6``) inside the ROI mapped into overlay pixels, and counts their values.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+import shapely
+from shapely.geometry import Point, Polygon, box
+
+from wsi_core.synthetic import write_pyramid_tiff
+from wsi_core.tiling import tile_overlay, tile_overlay_overlap
+
+
+def oracle_counts(level_image: np.ndarray, roi, tile_x: int, tile_y: int, scale: tuple[float, float]) -> Counter:
+    """Counts of each value key among the pixels that the contract says a tile owns."""
+    sx, sy = scale
+    min_x, min_y, max_x, max_y = roi.bounds
+    wx = math.floor((tile_x + min_x) * sx + 0.5)
+    wy = math.floor((tile_y + min_y) * sy + 0.5)
+    ww = math.floor((max_x - min_x) * sx + 0.5)
+    wh = math.floor((max_y - min_y) * sy + 0.5)
+    placed = shapely.affinity.scale(
+        shapely.affinity.translate(roi, tile_x, tile_y), sx, sy, origin=(0, 0)
+    )
+    height, width = level_image.shape[:2]
+    counts: Counter = Counter()
+    for y in range(max(wy, 0), min(wy + wh, height)):
+        for x in range(max(wx, 0), min(wx + ww, width)):
+            if placed.contains(Point(x + 0.5 - 1e-6, y + 0.5 - 1e-6)):
+                counts[pixel_key(level_image[y, x])] += 1
+    return counts
+
+
+def pixel_key(pixel) -> str:
+    values = np.atleast_1d(pixel).tolist()
+    if len(values) == 1 or len(set(values[:3])) == 1:
+        return str(values[0])
+    return ",".join(str(v) for v in values[:3])
+
+
+def as_fractions(counts: Counter, keys) -> dict[str, float] | None:
+    total = sum(counts.values())
+    return {k: counts.get(k, 0) / total for k in keys} if total else None
+
+
+def blobs(height: int, width: int, seed: int, values=(0, 255)) -> np.ndarray:
+    """A label image of a few discs on a background, values drawn from ``values``."""
+    rng = np.random.default_rng(seed)
+    image = np.full((height, width), values[0], dtype=np.uint8)
+    yy, xx = np.mgrid[:height, :width]
+    for _ in range(12):
+        cx, cy, r = rng.uniform(0, width), rng.uniform(0, height), rng.uniform(3, width / 4)
+        image[(xx - cx) ** 2 + (yy - cy) ** 2 < r * r] = rng.choice(values[1:])
+    return image
+
+
+def check_against_oracle(path, image, roi, tiles, tile_mpp, overlay_mpp_level):
+    """Assert overlap and patches of every tile equal the oracle on ``image``."""
+    scale = (tile_mpp / overlay_mpp_level, tile_mpp / overlay_mpp_level)
+    xs = [t[0] for t in tiles]
+    ys = [t[1] for t in tiles]
+    overlap = tile_overlay_overlap(roi, str(path), xs, ys, tile_mpp, tile_mpp)
+    patches = tile_overlay(roi, str(path), xs, ys, tile_mpp, tile_mpp)
+    expected = [oracle_counts(image, roi, x, y, scale) for x, y in tiles]
+    keys = sorted({k for c in expected for k in c}, key=lambda k: [float(p) for p in k.split(",")])
+    assert any(e for e in expected), "test layout must put some tiles on the overlay"
+    for (x, y), got, want, patch in zip(tiles, overlap, expected, patches, strict=True):
+        assert got == as_fractions(want, keys), (x, y)
+        counted = patch.data[~patch.mask]
+        assert Counter(pixel_key(p) for p in counted) == want, (x, y)
+    return overlap
+
+
+@pytest.fixture
+def mask_pyramid(tmp_path: Path):
+    """A 0/255 mask at 4 um/px with three levels (4, 8, 16 um/px)."""
+    image = blobs(300, 400, seed=1)
+    path = write_pyramid_tiff(tmp_path / "mask.tiff", image, mpp=4.0, n_levels=3, resample="nearest")
+    return path, image
+
+
+def level(image: np.ndarray, n: int) -> np.ndarray:
+    return image[:: 2**n, :: 2**n]
+
+
+def test_box_roi_16x_coarser_overlay_matches_oracle(mask_pyramid):
+    path, image = mask_pyramid
+    tiles = [(x, y) for y in range(0, 4800, 512) for x in range(0, 6400, 512)]
+    check_against_oracle(path, image, box(0, 0, 512, 512), tiles, 0.25, 4.0)
+
+
+def test_circle_roi_16x_coarser_overlay_matches_oracle(mask_pyramid):
+    path, image = mask_pyramid
+    roi = Point(256, 256).buffer(200, quad_segs=32)
+    tiles = [(x, y) for y in range(-512, 5000, 448) for x in range(-256, 6600, 448)]
+    check_against_oracle(path, image, roi, tiles, 0.25, 4.0)
+
+
+def test_triangle_roi_exceeding_tile_on_coarser_level(mask_pyramid):
+    """Tiles at 7.7 um/px pick level 1 (8 um/px); the ROI pokes out of the tile."""
+    path, image = mask_pyramid
+    roi = Polygon([(-10, 5), (70, 0), (30, 80)])
+    tiles = [(x, y) for y in range(-40, 420, 37) for x in range(-30, 560, 41)]
+    check_against_oracle(path, level(image, 1), roi, tiles, 7.7, 8.0)
+
+
+def test_overlay_finer_than_tiles(mask_pyramid):
+    """Tiles at 16 um/px on a 4 um/px overlay: each tile pixel covers 4x4 overlay pixels."""
+    path, image = mask_pyramid
+    roi = Point(8, 8).buffer(7.3)
+    tiles = [(x, y) for y in range(0, 80, 16) for x in range(0, 100, 16)]
+    # level 2 is 16 um/px: closest to the tiles, so the scale is 1 there
+    check_against_oracle(path, level(image, 2), roi, tiles, 16.0, 16.0)
+    with_override = tile_overlay_overlap(roi, str(path), [16], [16], 16.0, 16.0, overlay_mpp=16.0)
+    # with a 16 um/px override, level 0 is 16 um/px: the tile reads full-resolution pixels
+    assert with_override == [as_fractions(oracle_counts(image, roi, 16, 16, (1, 1)), ["0", "255"])]
+
+
+def test_non_integer_scale_matches_oracle(tmp_path):
+    image = blobs(200, 260, seed=5, values=(0, 1, 2, 3))
+    path = write_pyramid_tiff(tmp_path / "labels.tiff", image, mpp=1.3, n_levels=1, resample="nearest")
+    roi = box(3.3, 4.1, 97.6, 88.2)
+    tiles = [(x, y) for y in range(-50, 600, 61) for x in range(-50, 700, 67)]
+    check_against_oracle(path, image, roi, tiles, 0.5, 1.3)
+
+
+def test_grid_fast_path_equals_per_tile_masks(mask_pyramid):
+    """A box ROI on a regular grid is counted by summed-area tables; the patches of
+    tile_overlay (a rasterised mask per tile) must give exactly the same fractions."""
+    path, _ = mask_pyramid
+    roi = box(0, 0, 512, 512)
+    grid = [(x, y) for y in range(0, 4800, 512) for x in range(0, 6400, 512)]
+    xs, ys = zip(*grid, strict=True)
+    fast = tile_overlay_overlap(roi, str(path), xs, ys, 0.25, 0.25)
+    for patch, got in zip(tile_overlay(roi, str(path), xs, ys, 0.25, 0.25), fast, strict=True):
+        values, counts = np.unique(patch.data[~patch.mask], return_counts=True)
+        assert got == {str(v): c / counts.sum() for v, c in zip(values, counts, strict=True)} | {
+            k: 0.0 for k in got if k not in {str(v) for v in values}
+        }
+
+
+def test_windows_are_clipped_not_shifted_on_every_side(tmp_path):
+    """A marker column on each edge: a tile hanging off the image counts only the pixels it
+    really covers, so the marker's fraction is 1/(covered width), never shifted."""
+    image = np.zeros((64, 64), dtype=np.uint8)
+    image[:, 0] = 1  # left
+    image[:, 63] = 2  # right
+    image[0, 1:63] = 3  # top
+    image[63, 1:63] = 4  # bottom
+    path = write_pyramid_tiff(tmp_path / "edges.tiff", image, mpp=1.0, n_levels=1, resample="nearest")
+    roi = box(0, 0, 16, 16)
+    xs, ys = [-8, 56, 24, 24, -20], [24, 24, -8, 56, 80]
+    left, right, top, bottom, off = tile_overlay_overlap(roi, str(path), xs, ys, 1.0, 1.0)
+    assert left["1"] == pytest.approx(1 / 8) and left["0"] == pytest.approx(7 / 8)
+    assert right["2"] == pytest.approx(1 / 8)
+    assert top["3"] == pytest.approx(1 / 8)
+    assert bottom["4"] == pytest.approx(1 / 8)
+    assert off is None
+    assert set(left) == {"0", "1", "2", "3", "4"} and left["2"] == 0.0
+    patch = tile_overlay(roi, str(path), [-8], [24], 1.0, 1.0)[0]
+    assert patch.data.shape == (16, 16) and patch.mask.shape == (16, 16)
+    assert patch.mask[:, :8].all() and not patch.mask[:, 8:].any()
+    assert (patch.data[:, 8] == 1).all()
+
+
+def test_grey_as_rgb_equals_one_channel_and_colour_keys(tmp_path):
+    grey = blobs(128, 128, seed=3)
+    rgb = np.repeat(grey[..., None], 3, axis=2)
+    p1 = write_pyramid_tiff(tmp_path / "grey.tiff", grey, mpp=2.0, n_levels=2, resample="nearest")
+    p3 = write_pyramid_tiff(tmp_path / "rgb.tiff", rgb, mpp=2.0, n_levels=2, resample="nearest")
+    roi = Point(32, 32).buffer(30)
+    xs, ys = [0, 64, 64, 100], [0, 0, 64, 90]
+    assert tile_overlay_overlap(roi, str(p1), xs, ys, 2.0, 2.0) == tile_overlay_overlap(
+        roi, str(p3), xs, ys, 2.0, 2.0
+    )
+    colour = rgb.copy()
+    colour[grey == 255] = (200, 30, 60)
+    pc = write_pyramid_tiff(tmp_path / "colour.tiff", colour, mpp=2.0, n_levels=1, resample="nearest")
+    got = tile_overlay_overlap(roi, str(pc), xs, ys, 2.0, 2.0)
+    want = tile_overlay_overlap(roi, str(p1), xs, ys, 2.0, 2.0)
+    for g, w in zip(got, want, strict=True):
+        assert set(g) == {"0", "200,30,60"}
+        assert g["200,30,60"] == w["255"] and g["0"] == w["0"]
+
+
+def test_several_overlays_and_mpps_in_one_call(tmp_path):
+    a = blobs(100, 100, seed=7)
+    b = blobs(100, 100, seed=8, values=(0, 7))
+    pa_ = write_pyramid_tiff(tmp_path / "a.tiff", a, mpp=1.0, n_levels=2, resample="nearest")
+    pb = write_pyramid_tiff(tmp_path / "b.tiff", b, mpp=1.0, n_levels=2, resample="nearest")
+    roi = box(0, 0, 20, 20)
+    got = tile_overlay_overlap(roi, [str(pa_), str(pb), str(pa_)], [0, 20, 10], [0, 20, 10], [1.0, 1.0, 2.0], 1.0)
+    assert set(got[0]) == {"0", "7", "255"}
+    assert got[0] == as_fractions(oracle_counts(a, roi, 0, 0, (1, 1)), ["0", "7", "255"])
+    assert got[1] == as_fractions(oracle_counts(b, roi, 20, 20, (1, 1)), ["0", "7", "255"])
+    # mpp (2.0, 1.0) sits between levels 0 and 1 equally in sum of distances: the finer wins
+    assert got[2] == as_fractions(oracle_counts(a, roi, 10, 10, (2.0, 1.0)), ["0", "7", "255"])
+
+
+def test_mismatched_lengths_raise():
+    with pytest.raises(ValueError, match="length"):
+        tile_overlay_overlap(box(0, 0, 1, 1), "x.tiff", [0, 1], [0, 1, 2], 1.0, 1.0)
+
+
+def test_missing_overlay_names_the_file(tmp_path):
+    missing = tmp_path / "nope_tissue_mask.tiff"
+    with pytest.raises(Exception, match="nope_tissue_mask.tiff"):
+        tile_overlay_overlap(box(0, 0, 1, 1), str(missing), [0], [0], 1.0, 1.0)
+
+
+def test_real_mask_aligned_with_cmu_small_region(shared_data):
+    """LUNA's mask lies on the CMU-1-Small-Region level-0 grid and holds 89 foreground pixels
+    in x 1-5, y 2-30; the file records no resolution, so the slide's is passed."""
+    mask = shared_data / "masks" / "mask_full_res.tif"
+    roi = box(0, 0, 256, 256)
+    xs, ys = zip(*[(x, y) for y in range(0, 2967, 256) for x in range(0, 2220, 256)], strict=True)
+    got = tile_overlay_overlap(roi, str(mask), xs, ys, 0.499, 0.499, overlay_mpp=0.499)
+    assert got[0] == {"0": (256**2 - 89) / 256**2, "1": 89 / 256**2}
+    assert all(g == {"0": 1.0, "1": 0.0} for g in got[1:] if g is not None)
+    # tiles on the bottom and right edges count only the pixels on the image
+    last_row = [g for (x, y), g in zip(zip(xs, ys), got) if y == 2816]
+    assert last_row and all(g is not None for g in last_row)
+
+
+def test_real_histolab_tissue_mask_matches_oracle(shared_data, tmp_path):
+    """histolab's tissue mask for the TCGA slide, about 10x coarser, written as a TIFF."""
+    tissue = np.load(shared_data / "masks" / "tissue-mask-tcga-cr-7395.npy").astype(np.uint8) * 255
+    path = write_pyramid_tiff(tmp_path / "tcga_tissue_mask.tiff", tissue, mpp=5.0, n_levels=1, resample="nearest")
+    tiles = [(x, y) for y in range(0, 3567, 512) for x in range(0, 4443, 512)]
+    overlap = check_against_oracle(path, tissue, box(0, 0, 512, 512), tiles, 0.5, 5.0)
+    mean_tissue = np.mean([o["255"] for o in overlap if o is not None])
+    assert 0.5 < mean_tissue < 0.9  # the mask is 69 % tissue
+
+
+def test_pixel_centres_on_roi_edges_follow_the_window_rounding(tmp_path):
+    """ROI box(8, 8, 24, 24) at 1/16 scale has edges at 0.5 and 1.5 overlay pixels: the centre
+    on the left/top edge (pixel 0) is out, the one on the right/bottom edge (pixel 1) is in,
+    exactly the pixel that the window floor(v + 0.5) reads. Box and polygon paths agree."""
+    image = np.zeros((4, 4), dtype=np.uint8)
+    image[1, 1] = 9
+    path = write_pyramid_tiff(tmp_path / "tie.tiff", image, mpp=16.0, n_levels=1, resample="nearest")
+    square = box(8, 8, 24, 24)
+    assert tile_overlay_overlap(square, str(path), [0], [0], 1.0, 1.0) == [{"9": 1.0}]
+    diamond_ish = Polygon([(8, 8), (24, 8), (24, 24), (16, 24.0000001), (8, 24)])
+    assert tile_overlay_overlap(diamond_ish, str(path), [0], [0], 1.0, 1.0) == [{"9": 1.0}]
+    patch = tile_overlay(square, str(path), [0], [0], 1.0, 1.0)[0]
+    assert patch.data.tolist() == [[9]] and patch.mask.tolist() == [[False]]

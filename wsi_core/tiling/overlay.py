@@ -1,0 +1,393 @@
+"""Overlay patches and per-value overlap fractions for tiles.
+
+An overlay is a raster aligned with the slide (tissue mask, heatmap, label map), usually at a
+coarser resolution. For every tile the overlay is read at its level closest to the tile's
+resolution, in a window that covers the ROI placed at the tile.
+
+Pixel ownership: an overlay pixel counts for a tile when its centre lies inside the ROI mapped
+into overlay pixels, with ties broken as the window rounding ``floor(v + 0.5)`` breaks them: a
+centre exactly on the ROI's left or top edge is outside, on its right or bottom edge inside. A
+rectangular ROI therefore counts exactly the pixels of its rounded window.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+import numpy as np
+import shapely
+from shapely.geometry.base import BaseGeometry
+
+from wsi_core.resolution import MPP
+from wsi_core.slide import SlideReader, open_slide
+from wsi_core.tiling.overlay_values import ValueCodes, encode_values, sort_keys
+
+# Pixel centres are tested at (c - EPS), which gives the half-open ownership described above
+# without a special case for centres that fall exactly on an edge.
+EPS = 1e-6
+
+# One read covers the windows of many tiles; above this many pixels the tiles are split into
+# row bands that are read one at a time, so a full-resolution overlay is never held at once.
+READ_BUDGET_PIXELS = 64 * 1024 * 1024
+
+
+class OverlayPatch(NamedTuple):
+    """The overlay under one tile's ROI.
+
+    ``data`` holds the overlay samples of the ROI's bounding-box window, shape ``(h, w)`` or
+    ``(h, w, channels)`` in overlay-level pixels (zero where the window leaves the image);
+    ``mask`` is a bool ``(h, w)`` array, True where a pixel is not counted: its centre is outside
+    the ROI, or it lies outside the overlay image.
+    """
+
+    data: np.ndarray
+    mask: np.ndarray
+
+
+class _Windows(NamedTuple):
+    """Read windows of a group of tiles on one overlay level, in overlay-level pixels."""
+
+    index: np.ndarray  # positions of the tiles in the caller's input
+    x: np.ndarray  # window origins, int64
+    y: np.ndarray
+    width: int
+    height: int
+    offset_x: np.ndarray  # tile origin in window-relative overlay pixels, float64
+    offset_y: np.ndarray
+    scale: tuple[float, float]  # overlay pixels per tile pixel (x, y)
+    level: int  # the overlay level the windows are on
+
+
+def tile_overlay(
+    roi: BaseGeometry,
+    overlay_path: Any,
+    tile_x: Any,
+    tile_y: Any,
+    mpp_x: Any,
+    mpp_y: Any,
+    *,
+    overlay_mpp: MPP | None = None,
+) -> list[OverlayPatch]:
+    """The overlay patch under the ROI of every tile.
+
+    Args:
+        roi: Region of interest in tile-relative pixels of the tiled level; any polygon, may
+            exceed the tile.
+        overlay_path: The overlay file, one for all tiles or one per tile.
+        tile_x, tile_y: Tile origins in level coords of the tiled slide (scalar or per tile).
+        mpp_x, mpp_y: Micrometres per pixel of the tiled level (scalar or per tile).
+        overlay_mpp: Base (level-0) micrometres per pixel of the overlay, for files that do not
+            record it or record a wrong one.
+
+    Returns:
+        One :class:`OverlayPatch` per tile, in input order.
+    """
+    tiles = _TileInputs.of(overlay_path, tile_x, tile_y, mpp_x, mpp_y)
+    patches: list[OverlayPatch | None] = [None] * tiles.count
+    for slide, windows in _groups(roi, tiles, overlay_mpp):
+        for rows, region, rx, ry in _read_bands(slide, windows):
+            for i in rows:
+                patches[windows.index[i]] = _patch(roi, windows, i, region, rx, ry, slide)
+    return patches  # type: ignore[return-value]
+
+
+def tile_overlay_overlap(
+    roi: BaseGeometry,
+    overlay_path: Any,
+    tile_x: Any,
+    tile_y: Any,
+    mpp_x: Any,
+    mpp_y: Any,
+    *,
+    overlay_mpp: MPP | None = None,
+) -> list[dict[str, float] | None]:
+    """The fraction of each tile's counted overlay pixels that holds each overlay value.
+
+    Arguments as for :func:`tile_overlay`. Fractions are per pixel; keys are the values as
+    strings: ``"0"``, ``"255"`` for one channel (and for RGB pixels whose channels are equal),
+    ``"r,g,b"`` for coloured RGB pixels. Every returned dict has every key seen in this call,
+    ``0.0`` where a tile lacks it. A tile with no counted pixel (its ROI lies off the overlay)
+    gives ``None``.
+
+    A rectangular ROI is counted from one summed-area table per value over each read of the
+    overlay level, with no per-tile mask; other ROIs rasterise one mask per distinct sub-pixel
+    placement. Both count exactly the pixels :func:`tile_overlay` leaves unmasked.
+    """
+    tiles = _TileInputs.of(overlay_path, tile_x, tile_y, mpp_x, mpp_y)
+    keys: dict[str, int] = {}
+    counts: list[tuple[int, dict[int, int]]] = []
+    box_roi = _is_axis_aligned_box(roi)
+    for slide, windows in _groups(roi, tiles, overlay_mpp):
+        for rows, region, rx, ry in _read_bands(slide, windows):
+            values = encode_values(region)
+            column = np.array([keys.setdefault(key, len(keys)) for key in values.keys])
+            band = (_count_box if box_roi else _count_masked)(roi, windows, rows, values, rx, ry)
+            for row, tile_counts in zip(rows, band, strict=True):
+                nonzero = np.flatnonzero(tile_counts)
+                counts.append(
+                    (int(windows.index[row]), dict(zip(column[nonzero].tolist(), tile_counts[nonzero].tolist())))
+                )
+    return _fractions(tiles.count, counts, keys)
+
+
+class _TileInputs(NamedTuple):
+    """The per-tile arguments, broadcast to one entry per tile."""
+
+    paths: list[str]
+    x: np.ndarray
+    y: np.ndarray
+    mpp_x: np.ndarray
+    mpp_y: np.ndarray
+
+    @property
+    def count(self) -> int:
+        return len(self.paths)
+
+    @classmethod
+    def of(cls, paths: Any, x: Any, y: Any, mpp_x: Any, mpp_y: Any) -> _TileInputs:
+        sizes = {len(v) for v in (paths, x, y, mpp_x, mpp_y) if _is_sequence(v)}
+        if len(sizes) > 1:
+            raise ValueError(f"per-tile arguments differ in length: {sorted(sizes)}")
+        n = sizes.pop() if sizes else 1
+        as_paths = [os.fspath(p) for p in paths] if _is_sequence(paths) else [os.fspath(paths)] * n
+        return cls(
+            as_paths,
+            np.broadcast_to(np.asarray(x, dtype=np.int64), (n,)),
+            np.broadcast_to(np.asarray(y, dtype=np.int64), (n,)),
+            np.broadcast_to(np.asarray(mpp_x, dtype=np.float64), (n,)),
+            np.broadcast_to(np.asarray(mpp_y, dtype=np.float64), (n,)),
+        )
+
+
+def _is_sequence(value: Any) -> bool:
+    return not isinstance(value, (str, bytes, os.PathLike)) and np.ndim(value) > 0
+
+
+def _groups(roi: BaseGeometry, tiles: _TileInputs, overlay_mpp: MPP | None):
+    """Yield ``(slide, windows)`` per overlay file and level; each file is opened once."""
+    by_path: dict[str, list[int]] = {}
+    for i, path in enumerate(tiles.paths):
+        by_path.setdefault(path, []).append(i)
+    for path, members in by_path.items():
+        index = np.asarray(members)
+        with open_slide(path, mpp=overlay_mpp) as slide:
+            pairs = np.stack([tiles.mpp_x[index], tiles.mpp_y[index]], axis=1)
+            for pair in np.unique(pairs, axis=0):
+                same = index[(pairs == pair).all(axis=1)]
+                yield slide, _windows(roi, slide, same, tiles, (float(pair[0]), float(pair[1])))
+
+
+def _windows(
+    roi: BaseGeometry, slide: SlideReader, index: np.ndarray, tiles: _TileInputs, mpp: tuple[float, float]
+) -> _Windows:
+    """Place the ROI's bounding box of every tile on the overlay level closest to ``mpp``."""
+    level = slide.closest_level(mpp)
+    level_mpp = slide.slide_resolution(level)
+    sx, sy = mpp[0] / level_mpp[0], mpp[1] / level_mpp[1]
+    min_x, min_y, max_x, max_y = roi.bounds
+    x = np.floor((tiles.x[index] + min_x) * sx + 0.5).astype(np.int64)
+    y = np.floor((tiles.y[index] + min_y) * sy + 0.5).astype(np.int64)
+    return _Windows(
+        index=index,
+        x=x,
+        y=y,
+        width=int(math.floor((max_x - min_x) * sx + 0.5)),
+        height=int(math.floor((max_y - min_y) * sy + 0.5)),
+        offset_x=tiles.x[index] * sx - x,
+        offset_y=tiles.y[index] * sy - y,
+        scale=(sx, sy),
+        level=level,
+    )
+
+
+def _read_bands(slide: SlideReader, windows: _Windows):
+    """Yield ``(rows, region, region_x, region_y)``: each read of the overlay level covers the
+    clipped windows of ``rows`` (positions in ``windows``); ``region`` starts at overlay-level
+    pixel ``(region_x, region_y)``. Tiles sharing a band are read once together."""
+    level_w, level_h = slide.level_dimensions[windows.level]
+    x0 = np.clip(windows.x, 0, level_w)
+    x1 = np.clip(windows.x + windows.width, 0, level_w)
+    y0 = np.clip(windows.y, 0, level_h)
+    y1 = np.clip(windows.y + windows.height, 0, level_h)
+    on_image = np.flatnonzero((x1 > x0) & (y1 > y0))
+    off_image = np.flatnonzero(~((x1 > x0) & (y1 > y0)))
+    if off_image.size:
+        yield off_image, _empty_region(slide, windows.level), 0, 0
+    for rows in _bands(on_image[np.argsort(y0[on_image], kind="stable")], x0, x1, y0, y1):
+        rx, ry = int(x0[rows].min()), int(y0[rows].min())
+        rw, rh = int(x1[rows].max()) - rx, int(y1[rows].max()) - ry
+        yield rows, slide.read_level_region(windows.level, rx, ry, rw, rh), rx, ry
+
+
+def _bands(rows: np.ndarray, x0, x1, y0, y1):
+    """Split ``rows`` (sorted by window top) into runs whose union window fits the budget."""
+    start = 0
+    while start < rows.size:
+        left, right = x0[rows[start]], x1[rows[start]]
+        top, bottom = y0[rows[start]], y1[rows[start]]
+        stop = start + 1
+        while stop < rows.size:
+            row = rows[stop]
+            grown = (max(right, x1[row]) - min(left, x0[row])) * (max(bottom, y1[row]) - top)
+            if grown > READ_BUDGET_PIXELS:
+                break
+            left, right, bottom = min(left, x0[row]), max(right, x1[row]), max(bottom, y1[row])
+            stop += 1
+        yield rows[start:stop]
+        start = stop
+
+
+def _empty_region(slide: SlideReader, level: int) -> np.ndarray:
+    """A 0x0 region with the level's sample layout, for tiles whose window misses the image."""
+    return slide.read_level_region(level, 0, 0, 1, 1)[:0, :0]
+
+
+def _is_axis_aligned_box(roi: BaseGeometry) -> bool:
+    return bool(roi.geom_type == "Polygon" and roi.equals(shapely.box(*roi.bounds)) and not roi.interiors)
+
+
+def _inside(roi: BaseGeometry, windows: _Windows, row: int) -> np.ndarray:
+    """Bool ``(height, width)``: window pixels whose centre is inside the ROI."""
+    return _rasterise(
+        roi, windows.scale, float(windows.offset_x[row]), float(windows.offset_y[row]), windows.width, windows.height
+    )
+
+
+_MASK_CACHE: dict[tuple, np.ndarray] = {}
+
+
+def _rasterise(
+    roi: BaseGeometry, scale: tuple[float, float], offset_x: float, offset_y: float, width: int, height: int
+) -> np.ndarray:
+    """Rasterise the ROI scaled into overlay pixels and shifted by the tile's sub-pixel offset.
+
+    Tiles on a regular grid share a few offsets, so the masks are cached per placement."""
+    key = (roi.wkb, scale, offset_x, offset_y, width, height)
+    mask = _MASK_CACHE.get(key)
+    if mask is None:
+        placed = shapely.transform(roi, lambda c: c * np.array(scale) + np.array([offset_x, offset_y]))
+        shapely.prepare(placed)
+        cx = np.arange(width) + 0.5 - EPS
+        cy = np.arange(height) + 0.5 - EPS
+        mask = shapely.contains_xy(placed, cx[None, :], cy[:, None])
+        if len(_MASK_CACHE) > 256:
+            _MASK_CACHE.clear()
+        _MASK_CACHE[key] = mask
+    return mask
+
+
+def _clip(windows: _Windows, row: int, rx: int, ry: int, region: np.ndarray):
+    """The part of tile ``row``'s window that lies on the image: slices into the window and
+    into ``region`` (which starts at overlay pixel ``rx, ry``)."""
+    h, w = region.shape[:2]
+    wx, wy = int(windows.x[row]), int(windows.y[row])
+    x0, x1 = max(wx, rx), min(wx + windows.width, rx + w)
+    y0, y1 = max(wy, ry), min(wy + windows.height, ry + h)
+    if x1 <= x0 or y1 <= y0:
+        return None
+    window = (slice(y0 - wy, y1 - wy), slice(x0 - wx, x1 - wx))
+    source = (slice(y0 - ry, y1 - ry), slice(x0 - rx, x1 - rx))
+    return window, source
+
+
+def _patch(
+    roi: BaseGeometry, windows: _Windows, row: int, region: np.ndarray, rx: int, ry: int, slide: SlideReader
+) -> OverlayPatch:
+    data = np.zeros((windows.height, windows.width, *region.shape[2:]), dtype=region.dtype)
+    mask = np.ones((windows.height, windows.width), dtype=bool)
+    clipped = _clip(windows, row, rx, ry, region)
+    if clipped is not None:
+        window, source = clipped
+        data[window] = region[source]
+        mask[window] = ~_inside(roi, windows, row)[window]
+    return OverlayPatch(data, mask)
+
+
+def _count_masked(
+    roi: BaseGeometry, windows: _Windows, rows: np.ndarray, values: ValueCodes, rx: int, ry: int
+) -> np.ndarray:
+    """Per-value pixel counts ``(len(rows), K)`` of each tile's rasterised ROI."""
+    k = len(values.keys)
+    counts = np.zeros((rows.size, k), dtype=np.int64)
+    for n, row in enumerate(rows):
+        clipped = _clip(windows, row, rx, ry, values.codes)
+        if clipped is not None:
+            window, source = clipped
+            inside = _inside(roi, windows, row)[window]
+            counts[n] = np.bincount(values.codes[source][inside], minlength=k)
+    return counts
+
+
+def _count_box(
+    roi: BaseGeometry, windows: _Windows, rows: np.ndarray, values: ValueCodes, rx: int, ry: int
+) -> np.ndarray:
+    """Per-value pixel counts ``(len(rows), K)`` for an axis-aligned box ROI, from one
+    summed-area table per value: four look-ups per tile and value, no per-tile mask."""
+    min_x, min_y, max_x, max_y = roi.bounds
+    h, w = values.codes.shape
+    x0, x1 = _owned_range(min_x, max_x, windows.scale[0], windows.offset_x[rows], windows.width)
+    y0, y1 = _owned_range(min_y, max_y, windows.scale[1], windows.offset_y[rows], windows.height)
+    # window-relative -> region-relative, clipped to the region (the image part that was read)
+    x0 = np.clip(x0 + windows.x[rows] - rx, 0, w)
+    x1 = np.clip(x1 + windows.x[rows] - rx, 0, w)
+    y0 = np.clip(y0 + windows.y[rows] - ry, 0, h)
+    y1 = np.clip(y1 + windows.y[rows] - ry, 0, h)
+    x1, y1 = np.maximum(x1, x0), np.maximum(y1, y0)
+    counts = np.zeros((rows.size, len(values.keys)), dtype=np.int64)
+    if not values.keys:  # the band of tiles whose windows miss the image
+        return counts
+    # Every pixel of the range is on the image, so the last value is the area minus the rest.
+    counts[:, -1] = (x1 - x0) * (y1 - y0)
+    for k in range(len(values.keys) - 1):
+        table = _summed_area(values.codes == k)
+        counts[:, k] = table[y1, x1] - table[y0, x1] - table[y1, x0] + table[y0, x0]
+        counts[:, -1] -= counts[:, k]
+    return counts
+
+
+def _owned_range(lo: float, hi: float, scale: float, offset: np.ndarray, size: int):
+    """Window-relative ``[start, stop)`` of the pixels whose centre ``c`` (tested at
+    ``c - EPS``) lies strictly between the ROI edges, with exactly the arithmetic of
+    :func:`_rasterise`, so both paths own the same pixels."""
+    edge_lo = lo * scale + offset
+    edge_hi = hi * scale + offset
+    start = np.floor(edge_lo - 0.5 + EPS).astype(np.int64) + 1  # first centre > edge_lo
+    stop = np.ceil(edge_hi - 0.5 + EPS).astype(np.int64)  # first centre >= edge_hi
+    # The closed forms can be one pixel off where float rounding bites: settle them on the
+    # predicate itself.
+    for _ in range(2):
+        start += _centre(start) <= edge_lo
+        start -= _centre(start - 1) > edge_lo
+        stop += _centre(stop) < edge_hi
+        stop -= _centre(stop - 1) >= edge_hi
+    return np.clip(start, 0, size), np.clip(stop, 0, size)
+
+
+def _centre(index: np.ndarray) -> np.ndarray:
+    return index + 0.5 - EPS
+
+
+def _summed_area(present: np.ndarray) -> np.ndarray:
+    """Summed-area table with a zero first row and column: ``table[y, x]`` counts
+    ``present[:y, :x]``."""
+    h, w = present.shape
+    table = np.zeros((h + 1, w + 1), dtype=np.int32 if h * w < 2**31 else np.int64)
+    np.cumsum(present, axis=0, dtype=table.dtype, out=table[1:, 1:])
+    np.cumsum(table[1:, 1:], axis=1, out=table[1:, 1:])
+    return table
+
+
+def _fractions(
+    n: int, counts: list[tuple[int, dict[int, int]]], keys: dict[str, int]
+) -> list[dict[str, float] | None]:
+    """Turn per-tile counts into fraction dicts over every key of the call, in value order."""
+    ordered = sort_keys(list(keys))
+    result: list[dict[str, float] | None] = [None] * n
+    for index, tile in counts:
+        total = sum(tile.values())
+        if total:
+            result[index] = {key: tile.get(keys[key], 0) / total for key in ordered}
+    return result

@@ -1,0 +1,81 @@
+"""Overlay pixel values as small integer codes with string keys.
+
+A pixel's key depends on the pixel alone, so the same colour has the same key in every tile
+and every file: one-channel values key as ``"0"``, ``"255"`` (``"0.5"`` for floats); RGB
+pixels whose three channels are equal key as that one value, so a grey mask stored as RGB
+counts exactly as the same mask stored as one channel; other RGB pixels key as ``"r,g,b"``.
+An alpha channel is ignored (the read window is clipped to the image, where it is opaque).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+
+class ValueCodes(NamedTuple):
+    """``codes[y, x]`` indexes ``keys``; codes are ``intp`` in ``[0, len(keys))``."""
+
+    codes: np.ndarray
+    keys: list[str]
+
+
+def encode_values(region: np.ndarray) -> ValueCodes:
+    """Code the pixels of a ``(h, w)`` or ``(h, w, channels)`` overlay region."""
+    if region.ndim == 2:
+        return _encode_single(region)
+    channels = region.shape[2]
+    if channels < 3:  # grey, or grey plus alpha
+        return _encode_single(region[..., 0])
+    rgb = region[..., :3]
+    if (rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all():
+        return _encode_single(rgb[..., 0])
+    return _encode_rgb(rgb)
+
+
+def _encode_single(plane: np.ndarray) -> ValueCodes:
+    if plane.dtype == bool:
+        plane = plane.view(np.uint8)
+    if plane.dtype in (np.uint8, np.uint16):
+        # A lookup table over the whole value range beats sorting for the common mask dtypes.
+        present = np.flatnonzero(np.bincount(plane.ravel(), minlength=1))
+        lut = np.zeros(int(present[-1]) + 1 if present.size else 1, dtype=np.intp)
+        lut[present] = np.arange(present.size)
+        return ValueCodes(lut[plane], [str(int(v)) for v in present])
+    values, inverse = np.unique(plane, return_inverse=True)
+    return ValueCodes(inverse.reshape(plane.shape).astype(np.intp), [_key(v) for v in values])
+
+
+def _encode_rgb(rgb: np.ndarray) -> ValueCodes:
+    if rgb.dtype == np.uint8:
+        # Packing three bytes into one integer sorts far faster than unique rows.
+        packed = (rgb[..., 0].astype(np.uint32) << 16) | (rgb[..., 1].astype(np.uint32) << 8) | rgb[..., 2]
+        values, inverse = np.unique(packed.ravel(), return_inverse=True)
+        colours = np.stack([values >> 16, (values >> 8) & 255, values & 255], axis=1)
+    else:
+        colours, inverse = np.unique(rgb.reshape(-1, 3), axis=0, return_inverse=True)
+    keys = [
+        _key(r) if r == g == b else f"{_key(r)},{_key(g)},{_key(b)}" for r, g, b in colours.tolist()
+    ]
+    return ValueCodes(inverse.reshape(rgb.shape[:2]).astype(np.intp), keys)
+
+
+def _key(value: object) -> str:
+    """``"3"`` for integral values of any dtype, ``repr`` of the float otherwise."""
+    number = value.item() if isinstance(value, np.generic) else value
+    if isinstance(number, float) and number.is_integer():
+        return str(int(number))
+    return str(number)
+
+
+def sort_keys(keys: list[str]) -> list[str]:
+    """Keys in value order: numerically, channel by channel; one-channel keys first."""
+
+    def order(key: str) -> tuple:
+        try:
+            return (key.count(","), tuple(float(part) for part in key.split(",")), key)
+        except ValueError:
+            return (key.count(","), (float("inf"),), key)
+
+    return sorted(keys, key=order)
