@@ -112,25 +112,23 @@ def tile_overlay_overlap(
     ``0.0`` where a tile lacks it. A tile with no counted pixel (its ROI lies off the overlay)
     gives ``None``.
 
-    A rectangular ROI is counted from one summed-area table per value over each read of the
+    A rectangular ROI is counted from block sums between the tiles' edges over each read of the
     overlay level, with no per-tile mask; other ROIs rasterise one mask per distinct sub-pixel
     placement. Both count exactly the pixels :func:`tile_overlay` leaves unmasked.
     """
     tiles = _TileInputs.of(overlay_path, tile_x, tile_y, mpp_x, mpp_y)
     keys: dict[str, int] = {}
-    counts: list[tuple[int, dict[int, int]]] = []
-    box_roi = _is_axis_aligned_box(roi)
+    bands: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    count = _count_box if _is_axis_aligned_box(roi) else _count_masked
     for slide, windows in _groups(roi, tiles, overlay_mpp):
         for rows, region, rx, ry in _read_bands(slide, windows):
             values = encode_values(region)
-            column = np.array([keys.setdefault(key, len(keys)) for key in values.keys])
-            band = (_count_box if box_roi else _count_masked)(roi, windows, rows, values, rx, ry)
-            for row, tile_counts in zip(rows, band, strict=True):
-                nonzero = np.flatnonzero(tile_counts)
-                counts.append(
-                    (int(windows.index[row]), dict(zip(column[nonzero].tolist(), tile_counts[nonzero].tolist())))
-                )
-    return _fractions(tiles.count, counts, keys)
+            columns = np.array([keys.setdefault(key, len(keys)) for key in values.keys], dtype=np.intp)
+            bands.append((windows.index[rows], columns, count(roi, windows, rows, values, rx, ry)))
+    counts = np.zeros((tiles.count, len(keys)), dtype=np.int64)
+    for index, columns, band in bands:
+        counts[np.ix_(index, columns)] += band
+    return _fractions(counts, keys)
 
 
 class _TileInputs(NamedTuple):
@@ -324,8 +322,8 @@ def _count_masked(
 def _count_box(
     roi: BaseGeometry, windows: _Windows, rows: np.ndarray, values: ValueCodes, rx: int, ry: int
 ) -> np.ndarray:
-    """Per-value pixel counts ``(len(rows), K)`` for an axis-aligned box ROI, from one
-    summed-area table per value: four look-ups per tile and value, no per-tile mask."""
+    """Per-value pixel counts ``(len(rows), K)`` for an axis-aligned box ROI: a summed-area
+    table per value over the blocks between the tiles' edges, four look-ups per tile."""
     min_x, min_y, max_x, max_y = roi.bounds
     h, w = values.codes.shape
     x0, x1 = _owned_range(min_x, max_x, windows.scale[0], windows.offset_x[rows], windows.width)
@@ -341,11 +339,30 @@ def _count_box(
         return counts
     # Every pixel of the range is on the image, so the last value is the area minus the rest.
     counts[:, -1] = (x1 - x0) * (y1 - y0)
+    cuts_x, cuts_y = _cuts(x0, x1, w), _cuts(y0, y1, h)
+    ix0, ix1 = np.searchsorted(cuts_x, x0), np.searchsorted(cuts_x, x1)
+    iy0, iy1 = np.searchsorted(cuts_y, y0), np.searchsorted(cuts_y, y1)
     for k in range(len(values.keys) - 1):
-        table = _summed_area(values.codes == k)
-        counts[:, k] = table[y1, x1] - table[y0, x1] - table[y1, x0] + table[y0, x0]
+        table = _block_table(values.codes == k, cuts_x, cuts_y)
+        counts[:, k] = table[iy1, ix1] - table[iy0, ix1] - table[iy1, ix0] + table[iy0, ix0]
         counts[:, -1] -= counts[:, k]
     return counts
+
+
+def _cuts(start: np.ndarray, stop: np.ndarray, size: int) -> np.ndarray:
+    """Every range boundary along one axis, from 0 to ``size``, sorted and unique."""
+    return np.unique(np.concatenate([[0, size], start, stop]))
+
+
+def _block_table(present: np.ndarray, cuts_x: np.ndarray, cuts_y: np.ndarray) -> np.ndarray:
+    """Summed-area table over the blocks between cuts: ``table[j, i]`` counts
+    ``present[:cuts_y[j], :cuts_x[i]]``. Summing the blocks first touches every pixel once and
+    leaves a table the size of the tile grid, not of the overlay level."""
+    blocks = np.add.reduceat(present, cuts_x[:-1], axis=1, dtype=np.int64)
+    blocks = np.add.reduceat(blocks, cuts_y[:-1], axis=0)
+    table = np.zeros((cuts_y.size, cuts_x.size), dtype=np.int64)
+    table[1:, 1:] = blocks.cumsum(axis=0).cumsum(axis=1)
+    return table
 
 
 def _owned_range(lo: float, hi: float, scale: float, offset: np.ndarray, size: int):
@@ -370,24 +387,14 @@ def _centre(index: np.ndarray) -> np.ndarray:
     return index + 0.5 - EPS
 
 
-def _summed_area(present: np.ndarray) -> np.ndarray:
-    """Summed-area table with a zero first row and column: ``table[y, x]`` counts
-    ``present[:y, :x]``."""
-    h, w = present.shape
-    table = np.zeros((h + 1, w + 1), dtype=np.int32 if h * w < 2**31 else np.int64)
-    np.cumsum(present, axis=0, dtype=table.dtype, out=table[1:, 1:])
-    np.cumsum(table[1:, 1:], axis=1, out=table[1:, 1:])
-    return table
-
-
-def _fractions(
-    n: int, counts: list[tuple[int, dict[int, int]]], keys: dict[str, int]
-) -> list[dict[str, float] | None]:
-    """Turn per-tile counts into fraction dicts over every key of the call, in value order."""
+def _fractions(counts: np.ndarray, keys: dict[str, int]) -> list[dict[str, float] | None]:
+    """Per-tile fraction dicts over every key of the call, keys in value order; ``None`` for
+    a tile with no counted pixel."""
     ordered = sort_keys(list(keys))
-    result: list[dict[str, float] | None] = [None] * n
-    for index, tile in counts:
-        total = sum(tile.values())
-        if total:
-            result[index] = {key: tile.get(keys[key], 0) / total for key in ordered}
-    return result
+    counts = counts[:, [keys[key] for key in ordered]]
+    totals = counts.sum(axis=1)
+    fractions = counts / np.maximum(totals, 1)[:, None]
+    return [
+        dict(zip(ordered, row)) if total else None
+        for row, total in zip(fractions.tolist(), totals.tolist())
+    ]

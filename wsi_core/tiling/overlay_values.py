@@ -15,7 +15,7 @@ import numpy as np
 
 
 class ValueCodes(NamedTuple):
-    """``codes[y, x]`` indexes ``keys``; codes are ``intp`` in ``[0, len(keys))``."""
+    """``codes[y, x]`` indexes ``keys``: unsigned or ``intp`` integers in ``[0, len(keys))``."""
 
     codes: np.ndarray
     keys: list[str]
@@ -40,9 +40,12 @@ def _encode_single(plane: np.ndarray) -> ValueCodes:
     if plane.dtype in (np.uint8, np.uint16):
         # A lookup table over the whole value range beats sorting for the common mask dtypes.
         present = np.flatnonzero(np.bincount(plane.ravel(), minlength=1))
-        lut = np.zeros(int(present[-1]) + 1 if present.size else 1, dtype=np.intp)
+        keys = [str(int(v)) for v in present]
+        if np.array_equal(present, np.arange(present.size)):  # values are already 0..K-1
+            return ValueCodes(plane, keys)
+        lut = np.zeros(int(present[-1]) + 1, dtype=np.uint8 if present.size <= 256 else np.intp)
         lut[present] = np.arange(present.size)
-        return ValueCodes(lut[plane], [str(int(v)) for v in present])
+        return ValueCodes(lut[plane], keys)
     values, inverse = np.unique(plane, return_inverse=True)
     return ValueCodes(inverse.reshape(plane.shape).astype(np.intp), [_key(v) for v in values])
 
