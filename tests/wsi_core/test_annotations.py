@@ -10,6 +10,7 @@ from shapely import GeometryCollection, LineString, MultiPolygon, Point, Polygon
 from shapely.affinity import affine_transform
 
 import wsi_core.tiling.annotations as annotations_module
+import wsi_core.tiling.rect_coverage as rect_coverage_module
 from wsi_core.tiling import annotation_coverage, grid_tile_array, grid_tiles, tile_annotations
 
 GOLDEN_ORIGINS = [(0, 0), (8, 0), (0, 8), (8, 8)]
@@ -335,7 +336,7 @@ def test_large_polygon_spanning_many_tiles_far_from_origin():
 def test_edge_by_edge_fallback_in_small_batches(monkeypatch):
     # Annotation corners on tile corners force the corner-free formula; tiny batches exercise
     # its chunking.
-    monkeypatch.setattr(annotations_module, "_CLAMP_CHUNK_EDGES", 3)
+    monkeypatch.setattr(rect_coverage_module, "_CLAMP_CHUNK_EDGES", 3)
     annotations = [box(0, 0, 16, 16), box(8, 8, 40, 24), Polygon([(16, 0), (40, 0), (16, 24)])]
     roi = box(0, 0, 8, 8)
     coords = grid_tile_array((48, 32), 8, 8)

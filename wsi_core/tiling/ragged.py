@@ -1,0 +1,54 @@
+"""Index arithmetic for ragged groups held in flat NumPy arrays.
+
+A group is a run of rows that share an id (ids ``0..n-1``, the rows sorted by id), or a count of
+items per group. These helpers deal in row indices and counts only, no coordinates: values that
+are summed keep whatever unit the caller gives them (in the coverage kernel, level-0 pixels or
+level-0 square pixels).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def ragged_expand(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For ``counts[i]`` items in group i: (group index, index within group) of every item."""
+    counts = np.asarray(counts, dtype=np.int64)
+    group = np.repeat(np.arange(len(counts)), counts)
+    starts = np.cumsum(counts) - counts
+    within = np.arange(len(group), dtype=np.int64) - starts[group]
+    return group, within
+
+
+def group_bounds(sorted_ids: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Start and count of each id 0..n-1 in an ascending id array."""
+    count = np.bincount(sorted_ids, minlength=n)
+    return np.cumsum(count) - count, count
+
+
+def sum_by(groups: np.ndarray, weights: np.ndarray, n: int) -> np.ndarray:
+    """float64 sums of ``weights`` per group 0..n-1 (bincount, but float even when empty)."""
+    return np.bincount(groups, weights=weights, minlength=n).astype(np.float64, copy=False)
+
+
+def segmented_cumsum(values: np.ndarray, groups: np.ndarray, n: int) -> np.ndarray:
+    """Inclusive running sum of ``values`` restarting at each group (``groups`` ascending)."""
+    total = np.cumsum(values)
+    if len(total) == 0:
+        return total
+    start, _ = group_bounds(groups, n)
+    before = np.where(start > 0, total[np.maximum(start - 1, 0)], 0.0)
+    return total - before[groups]
+
+
+def pairs_within_groups(
+    left_group: np.ndarray, group_start: np.ndarray, group_count: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """All (left item, right item) combinations where the right items are the members of the
+    left item's group (rows of an array sorted by group)."""
+    counts = group_count[left_group]
+    left = np.repeat(np.arange(len(counts)), counts)
+    # Index of each item's first partner minus where its run starts in the output.
+    offset = group_start[left_group] - (np.cumsum(counts) - counts)
+    right = np.arange(len(left), dtype=np.int64) + np.repeat(offset, counts)
+    return left, right
