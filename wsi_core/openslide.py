@@ -21,7 +21,7 @@ import openslide
 
 from wsi_core.errors import MissingMPPError, SlideError
 from wsi_core.resolution import MPP, as_mpp_pair
-from wsi_core.slide import Background, SlideReader, background_rgb, clip_window, composite_over
+from wsi_core.slide import SlideReader, composite_over
 
 
 class OpenSlide(openslide.OpenSlide, SlideReader):
@@ -68,29 +68,13 @@ class OpenSlide(openslide.OpenSlide, SlideReader):
         downsample = self.level_downsamples[level]
         return int(round(x * downsample)), int(round(y * downsample))
 
-    def read_tile(
-        self,
-        x: int,
-        y: int,
-        extent_x: int,
-        extent_y: int,
-        level: int,
-        background: Background = 255,
-    ) -> np.ndarray:
-        """RGB ``uint8`` ``(extent_y, extent_x, 3)`` at level coords ``(x, y)`` of ``level``.
-
-        OpenSlide's RGBA (not premultiplied) is composited over ``background``; OpenSlide
-        gives alpha 0 outside the slide, and this also forces exact ``background`` there
-        (a slide's own transparent pixels may carry colour).
-        """
-        level = self._check_level(level)
-        x, y, extent_x, extent_y = int(x), int(y), int(extent_x), int(extent_y)
-        fill = background_rgb(background)
-        tile = np.empty((extent_y, extent_x, 3), dtype=np.uint8)
-        tile[...] = fill
-        inside = clip_window(x, y, extent_x, extent_y, *self.level_dimensions[level])
-        if inside is None:
-            return tile
+    def _paint_tile(
+        self, tile: np.ndarray, level: int, x: int, y: int, inside: tuple[int, int, int, int], fill: np.ndarray
+    ) -> None:
+        """OpenSlide's RGBA (not premultiplied) composited over ``fill``. OpenSlide gives alpha 0
+        outside the slide; only the on-level part is written, so the rest stays exactly
+        ``fill`` (a slide's own transparent pixels may carry colour)."""
+        extent_y, extent_x = tile.shape[:2]
         # Read the whole requested window (not just the clipped part) so the level-0 location
         # is the same as a plain read_region at (x, y); then mask what lies outside.
         region = np.asarray(
@@ -99,7 +83,6 @@ class OpenSlide(openslide.OpenSlide, SlideReader):
         x0, y0, x1, y1 = inside
         window = (slice(y0 - y, y1 - y), slice(x0 - x, x1 - x))
         tile[window] = composite_over(region[window][..., :3], region[window][..., 3], fill)
-        return tile
 
     def read_level_region(self, level: int, x: int, y: int, width: int, height: int) -> np.ndarray:
         """RGB ``uint8`` ``(height, width, 3)`` of a window wholly inside ``level`` (level

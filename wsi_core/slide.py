@@ -58,7 +58,6 @@ class SlideReader(LevelsMixin, ABC):
     def mpp(self) -> tuple[float, float]:
         """``(x, y)`` micrometres per level-0 pixel."""
 
-    @abstractmethod
     def read_tile(
         self,
         x: int,
@@ -71,6 +70,22 @@ class SlideReader(LevelsMixin, ABC):
         """RGB ``uint8`` array ``(extent_y, extent_x, 3)`` whose top-left pixel is ``(x, y)``
         in level coords of ``level``. Alpha is composited over ``background`` (an int or an RGB
         triple); pixels outside the level are ``background``."""
+        level = self._check_level(level)
+        x, y, extent_x, extent_y = int(x), int(y), int(extent_x), int(extent_y)
+        fill = background_rgb(background)
+        tile = np.empty((extent_y, extent_x, 3), dtype=np.uint8)
+        tile[...] = fill
+        inside = clip_window(x, y, extent_x, extent_y, *self.level_dimensions[level])
+        if inside is not None:
+            self._paint_tile(tile, level, x, y, inside, fill)
+        return tile
+
+    @abstractmethod
+    def _paint_tile(
+        self, tile: np.ndarray, level: int, x: int, y: int, inside: tuple[int, int, int, int], fill: np.ndarray
+    ) -> None:
+        """Write the on-level part ``inside`` = ``(x0, y0, x1, y1)`` (level coords) of the tile
+        whose origin is ``(x, y)`` into ``tile``, composited over ``fill``."""
 
     @abstractmethod
     def read_level_region(self, level: int, x: int, y: int, width: int, height: int) -> np.ndarray:

@@ -30,7 +30,7 @@ from defusedxml import ElementTree
 
 from wsi_core.errors import MissingMPPError, SlideError
 from wsi_core.resolution import MPP, as_mpp_pair
-from wsi_core.slide import Background, SlideReader, background_rgb, clip_window, composite_over
+from wsi_core.slide import SlideReader, composite_over
 
 # Micrometres per ResolutionUnit; 1 (NONE) is absent on purpose: it carries no physical size.
 _MICROMETRES_PER_RESUNIT = {2: 25400.0, 3: 10_000.0, 4: 1000.0, 5: 1.0}
@@ -138,39 +138,21 @@ class TiffSlide(SlideReader):
             return planes[0]
         return np.stack(planes, axis=-1)
 
-    def read_tile(
-        self,
-        x: int,
-        y: int,
-        extent_x: int,
-        extent_y: int,
-        level: int,
-        background: Background = 255,
-    ) -> np.ndarray:
-        """RGB ``uint8`` ``(extent_y, extent_x, 3)`` at level coords ``(x, y)`` of ``level``.
-
-        Samples become RGB as follows: grey is replicated to 3 channels (MINISWHITE inverted);
-        palette images go through their colour map; an alpha extra sample (associated or not)
-        is composited over ``background``; with 3 or more colour samples the first three are
-        taken as RGB. Non-``uint8`` samples are scaled to 0-255 first: bool to 0/255, integers
-        by their ``BitsPerSample`` maximum (negatives clip to 0), floats from [0, 1].
-        Pixels outside the level are ``background``.
-        """
-        level = self._check_level(level)
-        x, y, extent_x, extent_y = int(x), int(y), int(extent_x), int(extent_y)
-        fill = background_rgb(background)
-        tile = np.empty((extent_y, extent_x, 3), dtype=np.uint8)
-        tile[...] = fill
-        inside = clip_window(x, y, extent_x, extent_y, *self.level_dimensions[level])
-        if inside is None:
-            return tile
+    def _paint_tile(
+        self, tile: np.ndarray, level: int, x: int, y: int, inside: tuple[int, int, int, int], fill: np.ndarray
+    ) -> None:
+        """Samples become RGB as follows: grey is replicated to 3 channels (MINISWHITE
+        inverted); palette images go through their colour map; an alpha extra sample
+        (associated or not) is composited over ``fill``; with 3 or more colour samples the
+        first three are taken as RGB. Non-``uint8`` samples are scaled to 0-255 first: bool to
+        0/255, integers by their ``BitsPerSample`` maximum (negatives clip to 0), floats from
+        [0, 1]."""
         x0, y0, x1, y1 = inside
         raw = self.read_level_region(level, x0, y0, x1 - x0, y1 - y0)
         info = self._levels[level]
         tile[y0 - y : y1 - y, x0 - x : x1 - x] = _samples_to_rgb(
             raw, info.keyframe, multi_page=len(info.pages) > 1, background=fill
         )
-        return tile
 
     def close(self) -> None:
         """Close the TIFF file; a second call does nothing."""
