@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export RAY_USAGE_STATS_ENABLED := 0
 export DAGSTER_DISABLE_TELEMETRY := 1
 
-.PHONY: install run test bench clean
+.PHONY: install run dev test bench clean
 
 # Reinstall only when the dependencies change.
 $(STAMP): pyproject.toml
@@ -20,6 +20,21 @@ install: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+# Demo slides (when WSI_SLIDE_ROOT is unset), every table of every slide materialized through
+# Dagster in the persistent instance (DAGSTER_HOME = project root, data in .dagster/), summary.
+run: $(STAMP) .env
+	mkdir -p .dagster
+	DAGSTER_HOME="$(CURDIR)" $(BIN)/python -m wsi_assets.run_demo
+
+# The Dagster UI, daemon, sensor and schedule on the same instance.
+dev: $(STAMP) .env
+	mkdir -p .dagster
+	DAGSTER_HOME="$(CURDIR)" $(BIN)/dagster dev
+
+# Lets a bare `dagster dev` in the project root use dagster.yaml (written once, never replaced).
+.env:
+	printf '# Written by make run: dagster dev reads this and uses the instance in dagster.yaml.\nDAGSTER_HOME=%s\n' "$(CURDIR)" > $@
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks
