@@ -4,6 +4,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
+import pyarrow as pa
 import shapely.wkt
 from dagster import Backoff, Failure, MetadataValue, RetryPolicy
 from shapely.geometry import box
@@ -17,6 +18,21 @@ from ..tables import ForeignFileError, MissingUpstreamError, read_table, write_t
 #: not (they raise ``Failure(allow_retries=False)``).
 RETRY = RetryPolicy(max_retries=2, delay=2.0, backoff=Backoff.EXPONENTIAL)
 GROUP = "tiles"
+
+#: The columns that identify a tile in every per-tile table, in this order.
+TILE_KEY_FIELDS = (
+    pa.field("slide_key", pa.string()),
+    pa.field("tile_x", pa.int64()),
+    pa.field("tile_y", pa.int64()),
+    pa.field("level", pa.int32()),
+)
+KEY_COLUMNS = tuple(field.name for field in TILE_KEY_FIELDS)
+TILE_KEY_DESCRIPTIONS = {
+    "slide_key": "partition key of the slide",
+    "tile_x": "tile origin, level pixels (column)",
+    "tile_y": "tile origin, level pixels (row)",
+    "level": "pyramid level of the tile grid",
+}
 
 
 def code_version(revision: str, params: Mapping[str, Any]) -> str:

@@ -29,10 +29,21 @@ from ..discovery import find_companion, template_candidates
 from ..keys import ANNOTATION_COVERAGE, ANNOTATION_FILE, TILE_GRID
 from ..partitions import slides_partitions
 from ..tables import materialize_result
-from ._common import GROUP, RETRY, about_file, code_version, load, roi_polygon, save, slide_entry
+from ._common import (
+    GROUP,
+    KEY_COLUMNS,
+    RETRY,
+    TILE_KEY_DESCRIPTIONS,
+    TILE_KEY_FIELDS,
+    about_file,
+    code_version,
+    load,
+    roi_polygon,
+    save,
+    slide_entry,
+)
 
 REVISION = "1"
-KEY_COLUMNS = ("slide_key", "tile_x", "tile_y", "level")
 
 
 def coverage_column(name: str) -> str:
@@ -44,10 +55,7 @@ def coverage_schema(classes: Mapping[str, str]) -> pa.Schema:
     """Key columns, then one float64 coverage column per class."""
     return pa.schema(
         [
-            ("slide_key", pa.string()),
-            ("tile_x", pa.int64()),
-            ("tile_y", pa.int64()),
-            ("level", pa.int32()),
+            *TILE_KEY_FIELDS,
             *[(coverage_column(name), pa.float64()) for name in classes],
         ]
     )
@@ -108,12 +116,7 @@ def summary(table: pa.Table, classes: Mapping[str, str]) -> dict[str, Any]:
 
 
 def _descriptions(classes: Mapping[str, str]) -> dict[str, str]:
-    base = {
-        "slide_key": "partition key of the slide",
-        "tile_x": "tile origin, level pixels (column)",
-        "tile_y": "tile origin, level pixels (row)",
-        "level": "pyramid level of the tile grid",
-    }
+    base = dict(TILE_KEY_DESCRIPTIONS)
     for name, pattern in classes.items():
         base[coverage_column(name)] = (
             f"area of ROI covered by polygons whose class fullmatches {pattern!r} / ROI area, "

@@ -35,28 +35,33 @@ from ..discovery import find_companion, template_candidates
 from ..keys import OVERLAY_FILE, OVERLAY_OVERLAP, TILE_GRID
 from ..partitions import slides_partitions
 from ..tables import materialize_result
-from ._common import GROUP, RETRY, about_file, code_version, load, roi_polygon, save, slide_entry
+from ._common import (
+    GROUP,
+    KEY_COLUMNS,
+    RETRY,
+    TILE_KEY_DESCRIPTIONS,
+    TILE_KEY_FIELDS,
+    about_file,
+    code_version,
+    load,
+    roi_polygon,
+    save,
+    slide_entry,
+)
 
 REVISION = "1"
-KEY_COLUMNS = ("slide_key", "tile_x", "tile_y", "level")
 BACKGROUND_VALUES = frozenset({"0", "0,0,0"})
 
 SCHEMA = pa.schema(
     [
-        ("slide_key", pa.string()),
-        ("tile_x", pa.int64()),
-        ("tile_y", pa.int64()),
-        ("level", pa.int32()),
+        *TILE_KEY_FIELDS,
         ("fractions", pa.map_(pa.string(), pa.float64())),
         ("tissue_fraction", pa.float64()),
     ]
 )
 
 DESCRIPTIONS = {
-    "slide_key": "partition key of the slide",
-    "tile_x": "tile origin, level pixels (column)",
-    "tile_y": "tile origin, level pixels (row)",
-    "level": "pyramid level of the tile grid",
+    **TILE_KEY_DESCRIPTIONS,
     "fractions": "overlay value -> fraction of the ROI's overlay pixels (sums to 1); null when "
     "no overlay pixel lies under the ROI or the slide has no overlay",
     "tissue_fraction": "fraction of the ROI's overlay pixels whose value is not 0; null as above",

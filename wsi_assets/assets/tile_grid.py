@@ -10,16 +10,13 @@ from ..config import WSISettings
 from ..keys import SLIDE_METADATA, TILE_GRID
 from ..partitions import slides_partitions
 from ..tables import materialize_result
-from ._common import GROUP, RETRY, code_version, load, save
+from ._common import GROUP, RETRY, TILE_KEY_DESCRIPTIONS, TILE_KEY_FIELDS, code_version, load, save
 
 REVISION = "1"
 
 SCHEMA = pa.schema(
     [
-        ("slide_key", pa.string()),
-        ("tile_x", pa.int64()),
-        ("tile_y", pa.int64()),
-        ("level", pa.int32()),
+        *TILE_KEY_FIELDS,
         ("tile_extent_x", pa.int64()),
         ("tile_extent_y", pa.int64()),
         ("stride_x", pa.int64()),
@@ -35,10 +32,7 @@ SCHEMA = pa.schema(
 )
 
 DESCRIPTIONS = {
-    "slide_key": "partition key of the slide",
-    "tile_x": "tile origin, level pixels (column)",
-    "tile_y": "tile origin, level pixels (row)",
-    "level": "pyramid level the grid is on",
+    **TILE_KEY_DESCRIPTIONS,
     "tile_extent_x": "tile width, level pixels",
     "tile_extent_y": "tile height, level pixels",
     "stride_x": "step between origins, level pixels (x)",
