@@ -18,3 +18,38 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"real test data not found at {SHARED_DATA} (a user's clone has no ../shared)")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint():  # noqa: ANN201 - Iterator[str]
+    """A real S3 API (moto's server) on 127.0.0.1 and a free port, for the whole session."""
+    from s3_server import moto_server
+
+    with moto_server() as endpoint:
+        yield endpoint
+
+
+@pytest.fixture
+def s3_bucket(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch):  # noqa: ANN201
+    """A new, empty bucket on the test server (an ``s3_server.S3Bucket``). The endpoint and
+    fake credentials are set in ``AWS_*`` variables for this test only, and s3fs's cached
+    filesystem instances are dropped before and after, so no client outlives its settings."""
+    import uuid
+
+    import boto3
+    import s3fs
+    from s3_server import AWS_VARIABLES_CLEARED, S3Bucket, aws_environment
+
+    for name in AWS_VARIABLES_CLEARED:
+        monkeypatch.delenv(name, raising=False)
+    for name, value in aws_environment(s3_endpoint).items():
+        monkeypatch.setenv(name, value)
+    s3fs.S3FileSystem.clear_instance_cache()
+    client = boto3.client("s3")
+    bucket = S3Bucket(f"wsi-test-{uuid.uuid4().hex[:12]}", client)
+    client.create_bucket(Bucket=bucket.name)
+    try:
+        yield bucket
+    finally:
+        client.close()
+        s3fs.S3FileSystem.clear_instance_cache()

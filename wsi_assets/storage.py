@@ -56,16 +56,32 @@ def basename(uri: str) -> str:
 
 
 def filesystem(uri: str) -> tuple[fsspec.AbstractFileSystem, str]:
-    """The fsspec filesystem and the in-filesystem path of ``uri``."""
+    """The fsspec filesystem and the in-filesystem path of ``uri``.
+
+    Remote filesystems come without a directory-listing cache. s3fs keeps the first listing
+    of a folder for the life of its (process-wide, shared) instance, and answers ``info`` and
+    ``exists`` from it: in a long-lived process (the sensor's code server, ``run_demo``,
+    in-process runs) an object uploaded later looked absent, and one overwritten later kept
+    its old size and ETag (reading it then failed with ``FileExpired``). Every call asks the
+    store instead: one HEAD or one (paginated) LIST.
+    """
+    if is_url(uri):
+        try:
+            return fsspec.core.url_to_fs(uri, use_listings_cache=False)
+        except TypeError:  # a filesystem that takes no such option (e.g. sftp) caches nothing
+            pass
     return fsspec.core.url_to_fs(uri)
 
 
 def file_info(uri: str) -> dict[str, Any] | None:
-    """fsspec ``info`` of a file, or None where there is no such file."""
+    """fsspec ``info`` of a file, or None where there is no such file.
+
+    Only "not found" means absent: a denied or failed request raises, so that a slide the
+    store will not show us is never recorded as missing (nor its annotations as absent)."""
     fs, path = filesystem(uri)
     try:
         info = fs.info(path)
-    except (FileNotFoundError, OSError):
+    except FileNotFoundError:
         return None
     return info if info.get("type", "file") == "file" else None
 
