@@ -11,6 +11,7 @@ from shapely.geometry import box
 from shapely.geometry.base import BaseGeometry
 
 from ..config import WSISettings, params_digest
+from ..discovery import find_companion, template_candidates
 from ..registry import SlideEntry, SlideRegistry, UnknownSlideError
 from ..tables import ForeignFileError, MissingUpstreamError, read_table, write_table
 
@@ -83,6 +84,20 @@ def slide_entry(settings: WSISettings, key: str) -> SlideEntry:
         return SlideRegistry(settings.output_root).resolve(key)
     except UnknownSlideError as error:
         raise Failure(description=str(error), allow_retries=False) from error
+
+
+def companion(
+    context: Any, templates: list[str], slide: SlideEntry, key: str, kind: str
+) -> tuple[str | None, dict[str, Any]]:
+    """The ``kind`` file ("annotation", "overlay") of a slide, found by ``templates``, and the
+    ``{kind}_file`` metadata entry that says which file was used or, when there is none, every
+    place that was looked at: the UI then shows plainly that nothing was measured."""
+    found = find_companion(templates, slide.uri, key)
+    if found is not None:
+        return found, {f"{kind}_file": MetadataValue.path(found)}
+    looked = template_candidates(templates, slide.uri, key)
+    context.log.warning(f"{slide.uri}: no {kind} file (looked for {looked})")
+    return None, {f"{kind}_file": MetadataValue.text("none found; looked for: " + ", ".join(looked))}
 
 
 def roi_polygon(settings: WSISettings) -> BaseGeometry:

@@ -25,7 +25,6 @@ from dagster import (
 from shapely.geometry.base import BaseGeometry
 
 from ..config import WSISettings
-from ..discovery import find_companion, template_candidates
 from ..keys import ANNOTATION_COVERAGE, ANNOTATION_FILE, TILE_GRID
 from ..partitions import slides_partitions
 from ..tables import materialize_result
@@ -37,6 +36,7 @@ from ._common import (
     TILE_KEY_FIELDS,
     about_file,
     code_version,
+    companion,
     load,
     roi_polygon,
     save,
@@ -154,19 +154,11 @@ def build(settings: WSISettings) -> AssetsDefinition:
         entry = slide_entry(settings, key)
         grid = load(settings, TILE_GRID, key)
         classes = dict(settings.label_classes)
-        found = find_companion(settings.annotation_templates, entry.uri, key)
-        facts: dict[str, Any] = {}
+        found, facts = companion(context, settings.annotation_templates, entry, key, "annotation")
         coverage = None
-        if found is None:
-            looked = template_candidates(settings.annotation_templates, entry.uri, key)
-            context.log.warning(f"{entry.uri}: no annotation file (looked for {looked})")
-            facts["annotation_file"] = MetadataValue.text(
-                "none found; looked for: " + ", ".join(looked)
-            )
-        else:
+        if found is not None:
             with about_file(found, "annotation"):
                 coverage, found_facts = measure(grid, found, classes, roi_polygon(settings))
-            facts["annotation_file"] = MetadataValue.path(found)
             facts["labels_in_file"] = MetadataValue.json(found_facts["labels_in_file"])
             facts["polygons_per_class"] = MetadataValue.json(found_facts["polygons_per_class"])
         table = coverage_table(grid, classes, coverage)

@@ -31,7 +31,6 @@ from shapely.geometry.base import BaseGeometry
 
 from .. import storage
 from ..config import WSISettings
-from ..discovery import find_companion, template_candidates
 from ..keys import OVERLAY_FILE, OVERLAY_OVERLAP, TILE_GRID
 from ..partitions import slides_partitions
 from ..tables import materialize_result
@@ -43,6 +42,7 @@ from ._common import (
     TILE_KEY_FIELDS,
     about_file,
     code_version,
+    companion,
     load,
     roi_polygon,
     save,
@@ -140,19 +140,11 @@ def build(settings: WSISettings) -> AssetsDefinition:
         key = context.partition_key
         entry = slide_entry(settings, key)
         grid = load(settings, TILE_GRID, key)
-        found = find_companion(settings.overlay_templates, entry.uri, key)
-        facts: dict[str, Any] = {}
+        found, facts = companion(context, settings.overlay_templates, entry, key, "overlay")
         fractions = None
-        if found is None:
-            looked = template_candidates(settings.overlay_templates, entry.uri, key)
-            context.log.warning(f"{entry.uri}: no overlay file (looked for {looked})")
-            facts["overlay_file"] = MetadataValue.text(
-                "none found; looked for: " + ", ".join(looked)
-            )
-        else:
+        if found is not None:
             with about_file(found, "overlay"), storage.local_copy(found) as path:
                 fractions = measure(grid, path, roi_polygon(settings), settings.overlay_mpp)
-            facts["overlay_file"] = MetadataValue.path(found)
             seen = sorted({value for row in fractions if row for value in row})
             facts["overlay_values"] = MetadataValue.json(seen)
         table = overlap_table(grid, fractions)
