@@ -14,15 +14,17 @@ import posixpath
 import shutil
 import tempfile
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
 #: Data version of a file that does not exist (shown in the UI as the source's version).
 MISSING = "missing"
+
+T = TypeVar("T")
 
 
 def is_url(uri: str) -> bool:
@@ -190,3 +192,23 @@ def local_copy(uri: str) -> Iterator[str]:
         yield target
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def read_slide_file(uri: str, read: Callable[[str], T]) -> T:
+    """``read(location)`` for the slide or overlay at ``uri``; what ``read`` returns.
+
+    ``location`` is what ``wsi_core.slide.open_slide`` should open: remote TIFF-family files
+    (Aperio SVS included) are passed as their URL, so wsi_core fetches the header and the
+    tiles it reads instead of the whole file; other remote formats, which wsi_core refuses
+    with ``LocalCopyRequired`` (OpenSlide reads local files only), are read from a
+    temporary local copy; local files are read in place.
+    """
+    from wsi_core.errors import LocalCopyRequired
+
+    if is_url(uri):
+        try:
+            return read(uri)
+        except LocalCopyRequired:
+            pass  # wsi_core looked at the header only; fetch the whole file after all
+    with local_copy(uri) as path:
+        return read(path)

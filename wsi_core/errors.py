@@ -33,5 +33,20 @@ class MissingMPPError(SlideError):
         )
 
 
+class LocalCopyRequired(SlideError):
+    """A slide named by a URL that only a local file can be read from (an OpenSlide format).
+
+    ``problem`` says what the file is and that a local copy is needed; callers that can
+    download the file catch this and open the copy instead.
+    """
+
+    def __init__(self, path: str | os.PathLike[str] | None, what: str) -> None:
+        super().__init__(
+            path,
+            f"{what}; only TIFF-family slides are read through a URL, open a local copy "
+            "(OpenSlide reads local files only)",
+        )
+
+
 class AnnotationError(WSIError):
     """An annotation file that is malformed or of the wrong format."""

@@ -17,12 +17,21 @@ from types import TracebackType
 
 import numpy as np
 
-from wsi_core.errors import SlideError
+from wsi_core.errors import LocalCopyRequired, SlideError
+from wsi_core.remote import TIFF_MAGIC, is_url
 from wsi_core.resolution import MPP, LevelsMixin, as_mpp_pair
 
 Background = int | Sequence[int]
 
-_TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
+#: tifffile's name for TIFF flavours that OpenSlide claims (and so reads from a local path)
+#: -> what to call them in errors. Aperio SVS is absent on purpose: tifffile reads its levels,
+#: resolution and pixels as OpenSlide does.
+_OPENSLIDE_TIFF_KINDS = {
+    "ndpi": "Hamamatsu NDPI",
+    "philips": "Philips TIFF",
+    "scn": "Leica SCN",
+    "bif": "Ventana BIF",
+}
 
 
 class SlideReader(LevelsMixin, ABC):
@@ -173,7 +182,7 @@ def clip_window(
 
 def _is_tiff(path: str) -> bool:
     with open(path, "rb") as fh:
-        return fh.read(4) in _TIFF_MAGIC
+        return fh.read(4) in TIFF_MAGIC
 
 
 def _is_ome_tiff(path: str) -> bool:
@@ -195,6 +204,10 @@ def open_slide(path: str | os.PathLike[str], mpp: MPP | None = None) -> SlideRea
     (:class:`~wsi_core.openslide.OpenSlide`) for everything else. The TIFF test is on the
     file's magic bytes, not its extension. ``mpp`` (micrometres per level-0 pixel, float or
     ``(x, y)``) overrides the file's own resolution.
+
+    ``path`` may be an fsspec URL (any string with ``://``): TIFF-family files, Aperio SVS
+    included, are then read by range requests with tifffile. Formats OpenSlide would read
+    raise :class:`~wsi_core.errors.LocalCopyRequired` (a ``SlideError``) naming the URL.
     """
     import openslide as _openslide
 
@@ -202,6 +215,8 @@ def open_slide(path: str | os.PathLike[str], mpp: MPP | None = None) -> SlideRea
     from wsi_core.tiffslide import TiffSlide
 
     name = os.fspath(path)
+    if is_url(name):
+        return _open_url(name, mpp)
     if not os.path.exists(name):
         raise SlideError(name, "no such file")
     if not os.path.isfile(name):
@@ -217,3 +232,19 @@ def open_slide(path: str | os.PathLike[str], mpp: MPP | None = None) -> SlideRea
     if vendor is None:
         raise SlideError(name, "not a slide format that OpenSlide or tifffile can read")
     return OpenSlide(name, mpp=mpp)
+
+
+def _open_url(url: str, mpp: MPP | None) -> SlideReader:
+    """The TIFF at ``url`` as :class:`~wsi_core.tiffslide.TiffSlide`, unless a local path
+    would have gone to OpenSlide (then :class:`LocalCopyRequired`), so that a URL and a local
+    copy of the same file give the same reader, vendor and levels."""
+    from wsi_core.tiffslide import TiffSlide
+
+    slide = TiffSlide(url, mpp=mpp)  # raises LocalCopyRequired for files that are no TIFF
+    flavour = _OPENSLIDE_TIFF_KINDS.get(slide.tiff_kind)
+    if flavour is None and slide.software.startswith("MedScan"):  # OpenSlide's Trestle test
+        flavour = "Trestle TIFF"
+    if flavour is not None:
+        slide.close()
+        raise LocalCopyRequired(url, f"a {flavour}, an OpenSlide format")
+    return slide

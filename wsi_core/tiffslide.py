@@ -13,6 +13,10 @@ description's ``MPP``, or the ``XResolution``/``YResolution`` tags of level 0 in
 
 ``read_level_region`` decodes only the tiles or strips that meet the window, so a window of a
 gigapixel level costs a few tiles, never the level.
+
+``path`` may be an fsspec URL (``s3://``, ``memory://``, ``file://``...): the file is then
+read by range requests through a block cache, so opening costs the header and a window the
+bytes of its tiles (:mod:`wsi_core.remote`); ``path`` stays the URL, so errors name it.
 """
 
 from __future__ import annotations
@@ -22,13 +26,14 @@ import os
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 import tifffile
 from defusedxml import ElementTree
 
 from wsi_core.errors import MissingMPPError, SlideError
+from wsi_core.remote import is_url, open_tiff_url
 from wsi_core.resolution import MPP, as_mpp_pair
 from wsi_core.slide import SlideReader, composite_over
 
@@ -77,13 +82,9 @@ class TiffSlide(SlideReader):
     def __init__(self, path: str | os.PathLike[str], mpp: MPP | None = None) -> None:
         self.path = os.fspath(path)
         self._tif: tifffile.TiffFile | None = None
+        self._file: IO[bytes] | None = None  # the fsspec file of a URL; tifffile won't close it
         self._mpp_override = None if mpp is None else as_mpp_pair(mpp)
-        if not os.path.exists(self.path):
-            raise SlideError(self.path, "no such file")
-        try:
-            self._tif = tifffile.TiffFile(self.path)
-        except Exception as error:  # tifffile raises TiffFileError, ValueError, struct.error...
-            raise SlideError(self.path, f"not a TIFF file tifffile can read ({error})") from error
+        self._tif = self._open_tiff()
         self._lock = threading.RLock()
         try:
             series = self._tif.series
@@ -96,8 +97,14 @@ class TiffSlide(SlideReader):
             raise
         except Exception as error:  # a damaged IFD chain or metadata tifffile chokes on
             self.close()
+            if self._is_transient(error):
+                raise
             raise SlideError(self.path, f"cannot read the TIFF structure: {error}") from error
         self.vendor = _VENDORS.get(series[0].kind, "generic-tiff")
+        #: tifffile's name for the TIFF flavour: "svs", "ome", "generic", "ndpi", ...
+        self.tiff_kind = str(series[0].kind)
+        #: The Software tag of the first page ("" when absent).
+        self.software = str(self._tif.pages.first.software or "")
         width0, height0 = self._levels[0].width, self._levels[0].height
         self._dimensions = tuple((level.width, level.height) for level in self._levels)
         self._downsamples = tuple(
@@ -154,11 +161,39 @@ class TiffSlide(SlideReader):
             raw, info.keyframe, multi_page=len(info.pages) > 1, background=fill
         )
 
+    def _open_tiff(self) -> tifffile.TiffFile:
+        """tifffile's view of ``self.path``: a local file, or a URL through fsspec (range
+        requests with a block cache, see :mod:`wsi_core.remote`)."""
+        source: str | IO[bytes] = self.path
+        if is_url(self.path):
+            self._file = source = open_tiff_url(self.path)
+        elif not os.path.exists(self.path):
+            raise SlideError(self.path, "no such file")
+        try:
+            return tifffile.TiffFile(source)
+        except Exception as error:  # tifffile raises TiffFileError, ValueError, struct.error...
+            self.close()
+            if self._is_transient(error):
+                raise
+            raise SlideError(self.path, f"not a TIFF file tifffile can read ({error})") from error
+
+    def _is_transient(self, error: Exception) -> bool:
+        """Whether ``error`` is a failed or denied read of a URL (network, permissions),
+        which the caller may retry, rather than a broken file."""
+        return (
+            is_url(self.path)
+            and isinstance(error, OSError)
+            and not isinstance(error, FileNotFoundError)
+        )
+
     def close(self) -> None:
-        """Close the TIFF file; a second call does nothing."""
+        """Close the TIFF file (and the fsspec file of a URL); a second call does nothing."""
         if self._tif is not None:
             tif, self._tif = self._tif, None
             tif.close()
+        if self._file is not None:
+            handle, self._file = self._file, None
+            handle.close()
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.path!r})"

@@ -1,8 +1,10 @@
 """Partition keys, the key -> URI registry, and the storage helpers (local and fsspec memory)."""
 
 import json
+import os
 import uuid
 
+import numpy as np
 import pytest
 
 from wsi_assets import storage
@@ -99,3 +101,36 @@ def test_local_versions_change_with_the_file(tmp_path) -> None:
     assert storage.version_from_info(str(path), listed[str(path)]) == before
     path.write_text("bb")
     assert storage.file_version(str(path)) != before
+
+
+def test_read_slide_file_reads_remote_tiffs_in_place_and_copies_the_rest(tmp_path) -> None:
+    from wsi_core.slide import open_slide
+    from wsi_core.synthetic import write_pyramid_tiff
+
+    tiff = write_pyramid_tiff(tmp_path / "s.tiff", np.zeros((64, 96), np.uint8), 0.5, 1)
+    root = "memory://read-slide-file"
+    storage.write_bytes_atomic(storage.join(root, "s.tiff"), tiff.read_bytes())
+    storage.write_bytes_atomic(storage.join(root, "s.mrxs"), b"not a tiff")
+    seen: list[str] = []
+
+    def read(location: str):  # noqa: ANN202 - what open_slide reads, or the copy's bytes
+        seen.append(location)
+        if storage.is_url(location) or location.endswith(".tiff"):
+            with open_slide(location) as slide:
+                return slide.level_dimensions
+        return open(location, "rb").read()  # the local copy an OpenSlide format would get
+
+    # A TIFF URL goes to wsi_core as it is: no copy.
+    assert storage.read_slide_file(storage.join(root, "s.tiff"), read) == ((96, 64),)
+    assert seen == [storage.join(root, "s.tiff")]
+    # Anything else: wsi_core asks for a local copy (LocalCopyRequired), which is made,
+    # read under the file's own name, and removed.
+    seen.clear()
+    assert storage.read_slide_file(storage.join(root, "s.mrxs"), read) == b"not a tiff"
+    assert seen[0] == storage.join(root, "s.mrxs")
+    assert len(seen) == 2 and os.path.basename(seen[1]) == "s.mrxs"
+    assert not os.path.exists(seen[1])
+    # Local files are read in place.
+    seen.clear()
+    assert storage.read_slide_file(str(tiff), read) == ((96, 64),)
+    assert seen == [str(tiff)]

@@ -1,8 +1,8 @@
 """``s3://`` slide and output roots against a real S3 API (moto's server on 127.0.0.1).
 
 memory:// hides what S3 does differently: ETags as data versions, listings that come in
-pages, s3fs's cached directory listings in a long-lived process, one PUT per table, and the
-slide copied to a local temporary file for OpenSlide/tifffile. Objects are uploaded and
+pages, s3fs's cached directory listings in a long-lived process, one PUT per table, and TIFF
+slides and masks read in place by range requests (no local copy). Objects are uploaded and
 overwritten with plain boto3 (another writer, as in real life), never through the s3fs
 instance the pipeline uses.
 """
@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.dataset as ds
 import pytest
@@ -224,18 +225,10 @@ def test_tables_on_s3_equal_tables_from_a_local_folder(
     for key in expected - {REGISTRY}:
         assert s3_bucket.etag(key) == md5_hex(s3_bucket.get(key))
 
-    # Each slide and each mask was copied to a local temporary file, whole, and removed.
-    copies = [copy for copy in local_copies.made if storage.is_url(copy["uri"])]
-    assert sorted(copy["uri"] for copy in copies) == sorted(
-        s3_bucket.url(f"{SLIDES}/{name}")
-        for slide in demo.DEMO_SLIDES
-        for name in (slide.name, slide.mask_name())
-    )
-    for copy in copies:
-        assert copy["size"] == (demo_source / storage.basename(copy["uri"])).stat().st_size
-        assert Path(copy["path"]).name == storage.basename(copy["uri"])  # readers see the suffix
-        assert not Path(copy["path"]).exists()
+    # The slides and masks are TIFFs: read in place on S3, never copied to a local file.
+    assert [copy for copy in local_copies.made if storage.is_url(copy["uri"])] == []
     assert local_copies.leftovers() == []
+    assert list(local_copies.temp.iterdir()) == []
 
 
 # ------------------------------------------------------------------------------------- (c)
@@ -354,8 +347,8 @@ def test_bad_slide_object_fails_only_its_own_partition(
     assert str(local_copies.temp) not in message
     assert not result.get_asset_materialization_events()
     assert [key for key in s3_bucket.keys(f"{OUTPUT}/") if f"slide={broken}" in key] == []
-    assert [copy["uri"] for copy in local_copies.made] == [broken_uri]
-    assert local_copies.leftovers() == []  # the copy is gone after the failure too
+    assert local_copies.made == []  # a TIFF (by its magic bytes): read in place, not copied
+    assert local_copies.leftovers() == []
 
     key_02 = KEYS[SLIDE_02.name]
     assert s3_pipeline.materialize(key_02).success  # the other slides go on
@@ -364,3 +357,37 @@ def test_bad_slide_object_fails_only_its_own_partition(
         + [f"{OUTPUT}/{asset}/slide={key_02}/part-0.parquet" for asset in TABLES]
     )
     assert local_copies.leftovers() == []
+
+
+# ------------------------------------------------------------------------------------- (f)
+def test_slide_metadata_of_a_large_slide_fetches_its_header_not_the_file(
+    s3_bucket: S3Bucket, tmp_path: Path, local_copies: LocalCopies, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What reading a remote TIFF in place is for: the metadata of a slide costs its header
+    (a block or two of range requests), not a download of the whole object."""
+    from wsi_core.remote import URL_BLOCK_BYTES
+    from wsi_core.synthetic import write_pyramid_tiff
+
+    from wsi_assets.assets.slide_metadata import describe_slide
+
+    image = np.random.default_rng(7).integers(0, 256, (2048, 1536, 3), dtype=np.uint8)
+    path = write_pyramid_tiff(tmp_path / "large.tiff", image, 0.25, 3, compression=None)
+    size = path.stat().st_size
+    uri = s3_bucket.url(f"{SLIDES}/large.tiff")
+    s3_bucket.put(f"{SLIDES}/large.tiff", path.read_bytes())
+
+    fetched: list[tuple[int, int]] = []  # (start, end) byte ranges GET from S3
+    fetch_range = s3fs.core.S3File._fetch_range
+
+    def counting(self, start: int, end: int) -> bytes:  # noqa: ANN001
+        fetched.append((start, end))
+        return fetch_range(self, start, end)
+
+    monkeypatch.setattr(s3fs.core.S3File, "_fetch_range", counting)
+    read = lambda location: describe_slide(location, 0.5, None)  # noqa: E731
+    remote = storage.read_slide_file(uri, read)
+    assert remote == describe_slide(str(path), 0.5, None)
+    assert local_copies.made == []
+    # A few blocks (the first page's header, the IFDs written after each level's data).
+    total = sum(end - start for start, end in fetched)
+    assert 0 < total <= 4 * URL_BLOCK_BYTES < size / 5, (size, fetched)

@@ -78,7 +78,8 @@ LINEAGE = {
 def measure(
     grid: pa.Table, overlay_path: str, roi: BaseGeometry, overlay_mpp: float | None
 ) -> list[dict[str, float] | None]:
-    """Value fractions for every tile of ``grid`` from the overlay at local ``overlay_path``."""
+    """Value fractions for every tile of ``grid`` from the overlay at ``overlay_path`` (a
+    local path, or a URL ``open_slide`` reads)."""
     from wsi_core.tiling import tile_overlay_overlap
 
     if grid.num_rows == 0:
@@ -143,8 +144,11 @@ def build(settings: WSISettings) -> AssetsDefinition:
         found, facts = companion(context, settings.overlay_templates, entry, key, "overlay")
         fractions = None
         if found is not None:
-            with about_file(found, "overlay"), storage.local_copy(found) as path:
-                fractions = measure(grid, path, roi_polygon(settings), settings.overlay_mpp)
+            with about_file(found, "overlay"):
+                roi = roi_polygon(settings)
+                fractions = storage.read_slide_file(
+                    found, lambda path: measure(grid, path, roi, settings.overlay_mpp)
+                )
             seen = sorted({value for row in fractions if row for value in row})
             facts["overlay_values"] = MetadataValue.json(seen)
         table = overlap_table(grid, fractions)

@@ -59,7 +59,8 @@ DESCRIPTIONS = {
 
 
 def describe_slide(path: str, target_mpp: float, slide_mpp: float | None) -> dict[str, Any]:
-    """Pyramid facts of the slide at local ``path`` and the level closest to ``target_mpp``."""
+    """Pyramid facts of the slide at ``path`` (a local path, or a URL ``open_slide`` reads)
+    and the level closest to ``target_mpp`` (micrometres per pixel)."""
     from wsi_core.slide import open_slide
 
     with open_slide(path, mpp=slide_mpp) as slide:
@@ -106,8 +107,9 @@ def build(settings: WSISettings) -> AssetsDefinition:
             info = storage.file_info(entry.uri)
             if info is None:
                 raise FileNotFoundError(entry.uri)
-            with storage.local_copy(entry.uri) as path:
-                facts = describe_slide(path, settings.mpp, settings.slide_mpp)
+            facts = storage.read_slide_file(
+                entry.uri, lambda path: describe_slide(path, settings.mpp, settings.slide_mpp)
+            )
         row = {
             "slide_key": key,
             "uri": entry.uri,
