@@ -44,8 +44,9 @@ def star_polygons(seed: int = 0, n: int = N_POLYGONS) -> list[Polygon]:
     return polygons
 
 
-def baseline(polygons: list[Polygon], roi: Polygon, coordinates: np.ndarray, downsample: float
-             ) -> np.ndarray:
+def baseline(
+    polygons: list[Polygon], roi: Polygon, coordinates: np.ndarray, downsample: float
+) -> np.ndarray:
     """Per tile: place the ROI at level 0, STRtree query, intersect, union (seed library)."""
     geoms = np.asarray(polygons, dtype=object)
     tree = shapely.STRtree(geoms)
@@ -80,9 +81,10 @@ def run() -> list[dict]:
         "coverage: per-tile STRtree+intersect+union (baseline)": lambda: baseline(
             polygons, roi, coordinates, downsample
         ),
-        "coverage: tile_annotations (areas)": lambda: np.array(
-            [g.area for g in tile_annotations(polygons, roi, coordinates, downsample)]
-        ) / roi.area,
+        "coverage: tile_annotations (areas)": lambda: (
+            np.array([g.area for g in tile_annotations(polygons, roi, coordinates, downsample)])
+            / roi.area
+        ),
         "coverage: annotation_coverage (vectorised)": lambda: annotation_coverage(
             polygons, roi, coordinates, downsample
         ),

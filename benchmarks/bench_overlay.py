@@ -47,11 +47,16 @@ def baseline(path: str, roi, xs: np.ndarray, ys: np.ndarray) -> list[dict[str, f
         min_x, min_y, max_x, max_y = roi.bounds
         size = int(np.floor((max_x - min_x) * scale + 0.5))
         for x, y in zip(xs.tolist(), ys.tolist()):
-            wx, wy = int(np.floor((x + min_x) * scale + 0.5)), int(np.floor((y + min_y) * scale + 0.5))
+            wx, wy = (
+                int(np.floor((x + min_x) * scale + 0.5)),
+                int(np.floor((y + min_y) * scale + 0.5)),
+            )
             x0, y0 = max(wx, 0), max(wy, 0)
             x1, y1 = min(wx + size, width), min(wy + size, height)
             data = slide.read_level_region(level, x0, y0, x1 - x0, y1 - y0)
-            placed = shapely.affinity.scale(shapely.affinity.translate(roi, x, y), scale, scale, origin=(0, 0))
+            placed = shapely.affinity.scale(
+                shapely.affinity.translate(roi, x, y), scale, scale, origin=(0, 0)
+            )
             cx, cy = np.meshgrid(np.arange(x0, x1) + 0.5, np.arange(y0, y1) + 0.5)
             inside = shapely.contains_xy(placed, cx, cy)
             values, counts = np.unique(data[inside], return_counts=True)
@@ -71,7 +76,11 @@ def timed(fn, *args, repeat: int = 3):
 
 def run() -> list[dict]:
     with tempfile.TemporaryDirectory() as tmp:
-        path = str(write_pyramid_tiff(Path(tmp) / "mask.tiff", tissue_mask(), mpp=MASK_MPP, n_levels=1, resample="nearest"))
+        path = str(
+            write_pyramid_tiff(
+                Path(tmp) / "mask.tiff", tissue_mask(), mpp=MASK_MPP, n_levels=1, resample="nearest"
+            )
+        )
         tiles = grid_tile_array(SLIDE, TILE, TILE, last="keep")
         xs, ys = tiles[:, 0], tiles[:, 1]
         square = box(0, 0, TILE, TILE)
@@ -86,5 +95,6 @@ def run() -> list[dict]:
         rows.append(("overlay: tile_overlay_overlap, circle ROI (masks)", circ_s))
     n = len(xs)
     return [
-        {"name": name, "seconds": s, "tiles_per_s": n / s, "ratio_vs_baseline": base_s / s} for name, s in rows
+        {"name": name, "seconds": s, "tiles_per_s": n / s, "ratio_vs_baseline": base_s / s}
+        for name, s in rows
     ]

@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 
 SHARED_DATA = Path(
-    os.environ.get("WSI_SHARED_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data")
+    os.environ.get(
+        "WSI_SHARED_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data"
+    )
 )
 
 
@@ -21,7 +23,7 @@ def shared_data() -> Path:
 
 
 @pytest.fixture(scope="session")
-def s3_endpoint():  # noqa: ANN201 - Iterator[str]
+def s3_endpoint():
     """A real S3 API (moto's server) on 127.0.0.1 and a free port, for the whole session."""
     from s3_server import moto_server
 
@@ -30,7 +32,7 @@ def s3_endpoint():  # noqa: ANN201 - Iterator[str]
 
 
 @pytest.fixture
-def s3_bucket(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch):  # noqa: ANN201
+def s3_bucket(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch):
     """A new, empty bucket on the test server (an ``s3_server.S3Bucket``). The endpoint and
     fake credentials are set in ``AWS_*`` variables for this test only, and s3fs's cached
     filesystem instances are dropped before and after, so no client outlives its settings."""

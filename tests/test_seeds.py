@@ -6,7 +6,6 @@ Each example is cut out of the seed file itself (so an edit to the seed is teste
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +31,9 @@ def seed_example(name: str, first_line: str, last_line: str) -> str:
 
 def test_local_tile_extraction_writes_the_expected_pngs(shared_data, tmp_path, monkeypatch):
     slide_path = shared_data / "slides" / "CMU-1-Small-Region.svs"
-    code = seed_example("local-tile-extraction.txt", "from pathlib import Path", "            break")
+    code = seed_example(
+        "local-tile-extraction.txt", "from pathlib import Path", "            break"
+    )
     code = code.replace('"slide.svs"', repr(str(slide_path)))
     monkeypatch.chdir(tmp_path)
     exec(compile(code, "local-tile-extraction.txt", "exec"), {})
@@ -82,7 +83,9 @@ ASAP_XML = """<?xml version="1.0"?>
 
 def test_annotation_coverage_example_matches_shapely(tmp_path):
     code = seed_example(
-        "annotation-and-overlay-signals.txt", "from typing import Any", "Under the hood for annotation coverage"
+        "annotation-and-overlay-signals.txt",
+        "from typing import Any",
+        "Under the hood for annotation coverage",
     )
     code = code.removesuffix("Under the hood for annotation coverage")
     namespace: dict = {}

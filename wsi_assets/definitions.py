@@ -16,7 +16,7 @@ from .keys import SLIDE_JOB, TABLE_KEYS
 RESOURCE_KEY = "settings"
 
 
-def build_job():  # noqa: ANN201 - an UnresolvedAssetJobDefinition
+def build_job():
     """The per-slide job: the four tables and their checks, one slide partition per run, all
     steps in the run's own process (no process per step; a many-slide engine such as Ray can
     come later as another job)."""

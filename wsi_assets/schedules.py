@@ -128,7 +128,7 @@ def build(job_name: str = SLIDE_JOB) -> ScheduleDefinition:
         description="Every 15 minutes: one run per slide whose tables are missing or stale "
         "(only those tables).",
     )
-    def stale_sweep(context: ScheduleEvaluationContext):  # noqa: ANN202 - RunRequests or a SkipReason
+    def stale_sweep(context: ScheduleEvaluationContext):
         tick = context.scheduled_execution_time.isoformat()
         requests = sweep(context.instance, context.repository_def.asset_graph, tick)
         if not requests:

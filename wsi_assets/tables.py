@@ -69,7 +69,7 @@ def _owner(uri: str) -> bytes | None:
         fs, path = storage.filesystem(uri)
         with fs.open(path, "rb") as handle:
             metadata = pq.read_schema(handle).metadata or {}
-    except Exception:  # noqa: BLE001 - any unreadable file is "not ours"
+    except Exception:
         return None
     return metadata.get(OWNER_KEY)
 

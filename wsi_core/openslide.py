@@ -69,7 +69,13 @@ class OpenSlide(openslide.OpenSlide, SlideReader):
         return int(round(x * downsample)), int(round(y * downsample))
 
     def _paint_tile(
-        self, tile: np.ndarray, level: int, x: int, y: int, inside: tuple[int, int, int, int], fill: np.ndarray
+        self,
+        tile: np.ndarray,
+        level: int,
+        x: int,
+        y: int,
+        inside: tuple[int, int, int, int],
+        fill: np.ndarray,
     ) -> None:
         """OpenSlide's RGBA (not premultiplied) composited over ``fill``. OpenSlide gives alpha 0
         outside the slide; only the on-level part is written, so the rest stays exactly

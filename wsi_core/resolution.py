@@ -22,9 +22,7 @@ def as_mpp_pair(mpp: MPP) -> tuple[float, float]:
     return float(x), float(y)
 
 
-def closest_level(
-    level_downsamples: Sequence[float], base_mpp: MPP, mpp: MPP
-) -> int:
+def closest_level(level_downsamples: Sequence[float], base_mpp: MPP, mpp: MPP) -> int:
     """The level whose downsample is closest to ``mpp / base_mpp`` (linear distance).
 
     Both axes count: the distance is the sum over x and y. On a tie the finer level (the lower

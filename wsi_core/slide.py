@@ -91,7 +91,13 @@ class SlideReader(LevelsMixin, ABC):
 
     @abstractmethod
     def _paint_tile(
-        self, tile: np.ndarray, level: int, x: int, y: int, inside: tuple[int, int, int, int], fill: np.ndarray
+        self,
+        tile: np.ndarray,
+        level: int,
+        x: int,
+        y: int,
+        inside: tuple[int, int, int, int],
+        fill: np.ndarray,
     ) -> None:
         """Write the on-level part ``inside`` = ``(x0, y0, x1, y1)`` (level coords) of the tile
         whose origin is ``(x, y)`` into ``tile``, composited over ``fill``."""

@@ -146,7 +146,13 @@ class TiffSlide(SlideReader):
         return np.stack(planes, axis=-1)
 
     def _paint_tile(
-        self, tile: np.ndarray, level: int, x: int, y: int, inside: tuple[int, int, int, int], fill: np.ndarray
+        self,
+        tile: np.ndarray,
+        level: int,
+        x: int,
+        y: int,
+        inside: tuple[int, int, int, int],
+        fill: np.ndarray,
     ) -> None:
         """Samples become RGB as follows: grey is replicated to 3 channels (MINISWHITE
         inverted); palette images go through their colour map; an alpha extra sample
@@ -318,8 +324,7 @@ def _as_level(path: str, level: tifffile.TiffPageSeries) -> _Level:
     if len(pages) > 1 and extra_axes != "C":
         raise SlideError(
             path,
-            f"a level with axes {level.axes!r} is not one 2-D image "
-            "(Z or T stacks are not slides)",
+            f"a level with axes {level.axes!r} is not one 2-D image (Z or T stacks are not slides)",
         )
     return _Level(
         pages=pages,

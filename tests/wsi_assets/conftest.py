@@ -37,7 +37,7 @@ def slide_root(tmp_path: Path, demo_source: Path) -> Path:
 
 
 @pytest.fixture(name="make_settings")
-def make_settings_fixture():  # noqa: ANN201 - the function
+def make_settings_fixture():
     """``make_settings(slide_root, output_root, **overrides)`` for tests."""
     return make_settings
 

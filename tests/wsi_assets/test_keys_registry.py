@@ -113,7 +113,7 @@ def test_read_slide_file_reads_remote_tiffs_in_place_and_copies_the_rest(tmp_pat
     storage.write_bytes_atomic(storage.join(root, "s.mrxs"), b"not a tiff")
     seen: list[str] = []
 
-    def read(location: str):  # noqa: ANN202 - what open_slide reads, or the copy's bytes
+    def read(location: str):
         seen.append(location)
         if storage.is_url(location) or location.endswith(".tiff"):
             with open_slide(location) as slide:

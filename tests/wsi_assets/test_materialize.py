@@ -189,7 +189,7 @@ def test_bad_files_fail_their_own_partition_naming_the_file(
     assert not list(Path(pipeline.settings.output_root).rglob("*.tmp"))
 
 
-def _failure_messages(result) -> str:  # noqa: ANN001
+def _failure_messages(result) -> str:
     return "\n".join(
         event.step_failure_data.error.message
         for event in result.all_events
@@ -223,7 +223,7 @@ def test_rerun_is_idempotent_and_never_overwrites_foreign_files(pipeline: Pipeli
     assert foreign.read_bytes() == b"a user's own file"
 
 
-def test_object_store_roots(demo_source: Path, instance, make_settings) -> None:  # noqa: ANN001
+def test_object_store_roots(demo_source: Path, instance, make_settings) -> None:
     """Slide root and output root as fsspec URLs (memory:// stands in for s3://): slides are
     fetched to a temporary local copy, tables are written with one put each."""
     import uuid

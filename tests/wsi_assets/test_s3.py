@@ -60,7 +60,7 @@ REGISTRY = f"{OUTPUT}/_registry/slides.json"
 
 
 @pytest.fixture
-def s3_pipeline(s3_bucket: S3Bucket, demo_source: Path, instance) -> Pipeline:  # noqa: ANN001
+def s3_pipeline(s3_bucket: S3Bucket, demo_source: Path, instance) -> Pipeline:
     """The demo slides, annotations and masks under s3://bucket/slides; tables to
     s3://bucket/tables."""
     for path in sorted(demo_source.iterdir()):
@@ -87,7 +87,7 @@ def tick(pipeline: Pipeline, cursor: str | None) -> SensorResult | SkipReason:
     return result
 
 
-def failure_messages(result) -> str:  # noqa: ANN001
+def failure_messages(result) -> str:
     return "\n".join(
         event.step_failure_data.error.message
         for event in result.all_events
@@ -125,7 +125,7 @@ def local_copies(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> LocalCopies
     return copies
 
 
-def read_asset(root: str, asset: str, filesystem=None) -> pa.Table:  # noqa: ANN001
+def read_asset(root: str, asset: str, filesystem=None) -> pa.Table:
     """A whole asset (every slide) as one table through pyarrow.dataset's hive partitioning,
     in a fixed row order."""
     table = ds.dataset(
@@ -353,8 +353,7 @@ def test_bad_slide_object_fails_only_its_own_partition(
     key_02 = KEYS[SLIDE_02.name]
     assert s3_pipeline.materialize(key_02).success  # the other slides go on
     assert s3_bucket.keys(f"{OUTPUT}/") == sorted(
-        [REGISTRY]
-        + [f"{OUTPUT}/{asset}/slide={key_02}/part-0.parquet" for asset in TABLES]
+        [REGISTRY] + [f"{OUTPUT}/{asset}/slide={key_02}/part-0.parquet" for asset in TABLES]
     )
     assert local_copies.leftovers() == []
 
@@ -365,10 +364,9 @@ def test_slide_metadata_of_a_large_slide_fetches_its_header_not_the_file(
 ) -> None:
     """What reading a remote TIFF in place is for: the metadata of a slide costs its header
     (a block or two of range requests), not a download of the whole object."""
+    from wsi_assets.assets.slide_metadata import describe_slide
     from wsi_core.remote import URL_BLOCK_BYTES
     from wsi_core.synthetic import write_pyramid_tiff
-
-    from wsi_assets.assets.slide_metadata import describe_slide
 
     image = np.random.default_rng(7).integers(0, 256, (2048, 1536, 3), dtype=np.uint8)
     path = write_pyramid_tiff(tmp_path / "large.tiff", image, 0.25, 3, compression=None)
@@ -379,7 +377,7 @@ def test_slide_metadata_of_a_large_slide_fetches_its_header_not_the_file(
     fetched: list[tuple[int, int]] = []  # (start, end) byte ranges GET from S3
     fetch_range = s3fs.core.S3File._fetch_range
 
-    def counting(self, start: int, end: int) -> bytes:  # noqa: ANN001
+    def counting(self, start: int, end: int) -> bytes:
         fetched.append((start, end))
         return fetch_range(self, start, end)
 

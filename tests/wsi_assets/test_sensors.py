@@ -103,13 +103,13 @@ def test_new_unchanged_and_changed_files(pipeline: Pipeline, slide_root: Path) -
     assert "annotation=" in request.run_key
 
 
-def test_no_slide_root_yet(instance: DagsterInstance, tmp_path: Path, make_settings) -> None:  # noqa: ANN001
+def test_no_slide_root_yet(instance: DagsterInstance, tmp_path: Path, make_settings) -> None:
     settings = make_settings(tmp_path / "nothing-here", tmp_path / "out")
     result = evaluate(Pipeline(settings, build_defs(settings), instance), cursor=None)
     assert isinstance(result, SensorResult) and result.skip_reason and not result.run_requests
 
 
-def _tick(context, when: float) -> None:  # noqa: ANN001
+def _tick(context, when: float) -> None:
     with freeze_time(when):
         list(execute_sensor_iteration(context, logging.getLogger("test"), None, None))
 
@@ -180,7 +180,7 @@ def _ticks(slide_root: Path, target: ModuleTarget, overrides: dict) -> None:
 
 def test_annotations_outside_the_slide_root(
     instance: DagsterInstance, slide_root: Path, tmp_path: Path, make_settings
-) -> None:  # noqa: ANN001
+) -> None:
     """An absolute template (annotations in their own folder) is watched too."""
     elsewhere = tmp_path / "annotations"
     elsewhere.mkdir()

@@ -34,7 +34,7 @@ def _slide_root(tmp_path: Path, shared_data: Path, annotation: Path) -> Path:
     return root
 
 
-def _pipeline(root: Path, tmp_path: Path, instance) -> Pipeline:  # noqa: ANN001
+def _pipeline(root: Path, tmp_path: Path, instance) -> Pipeline:
     settings = make_settings(
         root, tmp_path / "out", mpp=0.5, tile_extent=TILE, stride=TILE, overlay_mpp=MASK_MPP
     )
@@ -51,7 +51,7 @@ def _run(pipeline: Pipeline) -> str:
     return key
 
 
-def test_real_slide_annotation_and_mask(shared_data: Path, tmp_path: Path, instance) -> None:  # noqa: ANN001
+def test_real_slide_annotation_and_mask(shared_data: Path, tmp_path: Path, instance) -> None:
     annotation = shared_data / "annotations" / "geojson" / "123.annotation.geojson"
     root = _slide_root(tmp_path, shared_data, annotation)
     pipeline = _pipeline(root, tmp_path, instance)
@@ -97,7 +97,7 @@ def test_real_slide_annotation_and_mask(shared_data: Path, tmp_path: Path, insta
     assert overlap["tissue_fraction"].to_numpy()[1:].sum() == 0
 
 
-def test_real_geometry_with_classification(shared_data: Path, tmp_path: Path, instance) -> None:  # noqa: ANN001
+def test_real_geometry_with_classification(shared_data: Path, tmp_path: Path, instance) -> None:
     """The same polygons with their label copied into classification.name: coverage is real,
     including the square that runs past the slide's right edge."""
     document = json.loads(

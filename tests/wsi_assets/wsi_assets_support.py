@@ -36,7 +36,7 @@ class Pipeline:
     defs: Definitions
     instance: DagsterInstance
 
-    def discover(self):  # noqa: ANN201 - the SensorResult
+    def discover(self):
         """One sensor evaluation, applied (partitions added, observations recorded)."""
         return apply_sensor_tick(self.instance, self.defs)
 

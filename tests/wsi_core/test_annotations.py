@@ -69,7 +69,8 @@ def test_downsample_hand_computed():
     assert geoms[1].equals(box(0, 0, 5, 10))
     np.testing.assert_allclose(
         annotation_coverage([box(0, 0, 100, 100)], roi, origins, 4),
-        np.array(expected) / 100, atol=1e-12,
+        np.array(expected) / 100,
+        atol=1e-12,
     )
 
 
@@ -82,7 +83,8 @@ def test_downsample_per_axis():
     np.testing.assert_allclose(areas(geoms), expected, atol=1e-12)
     np.testing.assert_allclose(
         annotation_coverage([box(0, 0, 100, 100)], roi, origins, (2.0, 4.0)),
-        np.array(expected) / 100, atol=1e-12,
+        np.array(expected) / 100,
+        atol=1e-12,
     )
 
 
@@ -93,7 +95,8 @@ def test_non_integer_downsample_hand_computed():
     np.testing.assert_allclose(areas(geoms), [50, 12.5], atol=1e-9)
     np.testing.assert_allclose(
         annotation_coverage([triangle], box(0, 0, 10, 10), [(0, 0), (5, 0)], 3.7),
-        [0.5, 0.125], atol=1e-12,
+        [0.5, 0.125],
+        atol=1e-12,
     )
 
 
@@ -141,8 +144,9 @@ def test_overlapping_stars_match_oracle():
     coords = grid_tile_array((100, 100), 16, 16)
     expected = oracle_areas(annotations, roi, coords, 1.0) / roi.area
     assert (expected > 0).sum() > 20
-    np.testing.assert_allclose(annotation_coverage(annotations, roi, coords, 1.0), expected,
-                               rtol=0, atol=1e-9)
+    np.testing.assert_allclose(
+        annotation_coverage(annotations, roi, coords, 1.0), expected, rtol=0, atol=1e-9
+    )
 
 
 def test_points_and_lines_contribute_nothing():
@@ -314,23 +318,26 @@ def test_numpy_kernel_matches_geos_route(seed):
     coords = grid_tile_array((400, 300), 32, 32)
     parts = annotations_module._polygon_parts(annotations)
     geos = annotations_module._general_coverage(parts, roi, coords.astype(float), (1.0, 1.0))
-    np.testing.assert_allclose(annotation_coverage(annotations, roi, coords, 1), geos,
-                               rtol=0, atol=1e-9)
+    np.testing.assert_allclose(
+        annotation_coverage(annotations, roi, coords, 1), geos, rtol=0, atol=1e-9
+    )
 
 
 def test_large_polygon_spanning_many_tiles_far_from_origin():
     # Long edges cut across many tiles; coordinates near 1e5 stress the rounding guards.
     offset = 100_000.0
-    big = Polygon([(offset - 50, offset - 30), (offset + 900, offset + 40),
-                   (offset + 300, offset + 700)])
+    big = Polygon(
+        [(offset - 50, offset - 30), (offset + 900, offset + 40), (offset + 300, offset + 700)]
+    )
     hole = Point(offset + 350, offset + 250).buffer(60, 8)
     annotations = [big.difference(hole), Point(offset + 128, offset + 128).buffer(200, 16)]
     roi = box(0, 0, 32, 32)
     coords = grid_tile_array((1000, 800), 32, 32) + offset
     expected = oracle_areas(annotations, roi, coords, 1.0) / roi.area
     assert (expected == 1).sum() > 50 and ((expected > 0) & (expected < 1)).sum() > 50
-    np.testing.assert_allclose(annotation_coverage(annotations, roi, coords, 1.0), expected,
-                               rtol=0, atol=1e-9)
+    np.testing.assert_allclose(
+        annotation_coverage(annotations, roi, coords, 1.0), expected, rtol=0, atol=1e-9
+    )
 
 
 def test_edge_by_edge_fallback_in_small_batches(monkeypatch):
@@ -341,5 +348,6 @@ def test_edge_by_edge_fallback_in_small_batches(monkeypatch):
     roi = box(0, 0, 8, 8)
     coords = grid_tile_array((48, 32), 8, 8)
     expected = oracle_areas(annotations, roi, coords, 1.0) / 64
-    np.testing.assert_allclose(annotation_coverage(annotations, roi, coords, 1), expected,
-                               rtol=0, atol=1e-12)
+    np.testing.assert_allclose(
+        annotation_coverage(annotations, roi, coords, 1), expected, rtol=0, atol=1e-12
+    )

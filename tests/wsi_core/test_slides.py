@@ -55,7 +55,14 @@ def written(request, images, tmp_path_factory) -> tuple[Path, np.ndarray, tuple]
     kind, subifds, ome, unit, tile = request.param
     path = tmp_path_factory.mktemp("pyr") / "slide.tiff"
     result = write_pyramid_tiff(
-        path, images[kind], MPP_XY, LEVELS, subifds=subifds, ome=ome, resolution_unit=unit, tile=tile
+        path,
+        images[kind],
+        MPP_XY,
+        LEVELS,
+        subifds=subifds,
+        ome=ome,
+        resolution_unit=unit,
+        tile=tile,
     )
     assert result == path
     return path, images[kind], request.param
@@ -70,7 +77,9 @@ def test_tiffslide_levels_and_mpp(written):
         assert isinstance(slide, SlideReader)
         assert slide.level_count == LEVELS
         assert slide.level_dimensions == ((837, 611), (418, 305), (209, 152))
-        assert slide.level_downsamples == pytest.approx(_expected_downsamples(WIDTH, HEIGHT, LEVELS))
+        assert slide.level_downsamples == pytest.approx(
+            _expected_downsamples(WIDTH, HEIGHT, LEVELS)
+        )
         assert slide.mpp == pytest.approx(MPP_XY, rel=1e-7)
         assert slide.vendor == ("ome-tiff" if ome else "generic-tiff")
         assert slide.slide_resolution(2) == pytest.approx(
@@ -182,9 +191,8 @@ def test_openslide_has_no_mpp_for_millimetre_tags_but_tifffile_does(images, tmp_
     path = write_pyramid_tiff(
         tmp_path / "mm.tiff", images["rgb"], MPP_XY, 2, subifds=False, resolution_unit="MILLIMETER"
     )
-    with OpenSlide(path) as slide:
-        with pytest.raises(MissingMPPError, match="mm.tiff"):
-            slide.mpp
+    with OpenSlide(path) as slide, pytest.raises(MissingMPPError, match="mm.tiff"):
+        slide.mpp
     with TiffSlide(path) as slide:
         assert slide.mpp == pytest.approx(MPP_XY, rel=1e-7)
 
@@ -216,7 +224,11 @@ def test_missing_mpp_is_lazy_and_names_the_file(images, tmp_path, backend):
     with backend(path) as slide:  # opening works
         expected = pyramid_level(images["rgb"], 1)[:8, :8]
         np.testing.assert_array_equal(slide.read_tile(0, 0, 8, 8, 1), expected)
-        calls = (lambda: slide.mpp, lambda: slide.closest_level(0.5), lambda: slide.slide_resolution(1))
+        calls = (
+            lambda: slide.mpp,
+            lambda: slide.closest_level(0.5),
+            lambda: slide.slide_resolution(1),
+        )
         for call in calls:
             with pytest.raises(MissingMPPError, match="no-mpp.tiff") as info:
                 call()
@@ -339,8 +351,12 @@ def test_reduced_pages_written_as_separate_series_are_levels(images, tmp_path):
     reduced page of another shape (a label) is not a level."""
     path = tmp_path / "pages.ome.tif"
     with tifffile.TiffWriter(path, ome=True) as writer:
-        writer.write(images["rgb"], tile=(64, 64), photometric="rgb",
-                     metadata={"axes": "YXS", "PhysicalSizeX": 0.5, "PhysicalSizeY": 0.5})
+        writer.write(
+            images["rgb"],
+            tile=(64, 64),
+            photometric="rgb",
+            metadata={"axes": "YXS", "PhysicalSizeX": 0.5, "PhysicalSizeY": 0.5},
+        )
         for level in (1, 2):
             writer.write(
                 pyramid_level(images["rgb"], level), tile=(64, 64), photometric="rgb", subfiletype=1

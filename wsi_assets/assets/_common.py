@@ -72,7 +72,7 @@ def about_file(uri: str, what: str) -> Iterator[None]:
         raise Failure(description=str(error), allow_retries=False) from error
     except OSError:
         raise
-    except Exception as error:  # noqa: BLE001 - report any reader error against the file
+    except Exception as error:
         raise fail(
             uri, f"cannot read {what}: {type(error).__name__}: {error}", kind=what
         ) from error
@@ -97,7 +97,9 @@ def companion(
         return found, {f"{kind}_file": MetadataValue.path(found)}
     looked = template_candidates(templates, slide.uri, key)
     context.log.warning(f"{slide.uri}: no {kind} file (looked for {looked})")
-    return None, {f"{kind}_file": MetadataValue.text("none found; looked for: " + ", ".join(looked))}
+    return None, {
+        f"{kind}_file": MetadataValue.text("none found; looked for: " + ", ".join(looked))
+    }
 
 
 def roi_polygon(settings: WSISettings) -> BaseGeometry:

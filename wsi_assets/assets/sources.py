@@ -40,7 +40,7 @@ def registered_slides(settings: WSISettings, partition_key: str | None) -> dict[
 
 
 def _observer(kind: str) -> Callable[..., DataVersionsByPartition]:
-    def observe(context, settings: WSISettings) -> DataVersionsByPartition:  # noqa: ANN001
+    def observe(context, settings: WSISettings) -> DataVersionsByPartition:
         partition = context.partition_key if context.has_partition_key else None
         versions = source_versions(settings, registered_slides(settings, partition))[kind]
         with warnings.catch_warnings():

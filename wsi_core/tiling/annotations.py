@@ -145,9 +145,7 @@ def _intersecting_pairs(index: _Index, placed: np.ndarray) -> tuple[np.ndarray, 
     return tiles[order], parts[order]
 
 
-def _boundary_pairs(
-    index: _Index, placed: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _boundary_pairs(index: _Index, placed: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """For tiles whose ROIs are ``placed`` (level 0): which tiles lie wholly inside one
     annotation part, and the (tile, part) pairs that meet the other tiles, sorted by tile then
     part. The ``contains_properly`` test spares whole tiles any clipping."""

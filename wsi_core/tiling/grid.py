@@ -102,9 +102,7 @@ def _all_axis_origins(
     if last not in _MODES:
         raise ValueError(f"last must be one of {_MODES}, got {last!r}")
     slide, tile, step = _broadcast(slide_extent, tile_extent, stride)
-    return [
-        _axis_origins(int(s), int(t), int(d), last) for s, t, d in zip(slide, tile, step)
-    ]
+    return [_axis_origins(int(s), int(t), int(d), last) for s, t, d in zip(slide, tile, step)]
 
 
 def grid_tile_array(

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -123,7 +122,9 @@ def tile_overlay_overlap(
     for slide, windows in _groups(roi, tiles, overlay_mpp):
         for rows, region, rx, ry in _read_bands(slide, windows):
             values = encode_values(region)
-            columns = np.array([keys.setdefault(key, len(keys)) for key in values.keys], dtype=np.intp)
+            columns = np.array(
+                [keys.setdefault(key, len(keys)) for key in values.keys], dtype=np.intp
+            )
             bands.append((windows.index[rows], columns, count(roi, windows, rows, values, rx, ry)))
     counts = np.zeros((tiles.count, len(keys)), dtype=np.int64)
     for index, columns, band in bands:
@@ -179,7 +180,11 @@ def _groups(roi: BaseGeometry, tiles: _TileInputs, overlay_mpp: MPP | None):
 
 
 def _windows(
-    roi: BaseGeometry, slide: SlideReader, index: np.ndarray, tiles: _TileInputs, mpp: tuple[float, float]
+    roi: BaseGeometry,
+    slide: SlideReader,
+    index: np.ndarray,
+    tiles: _TileInputs,
+    mpp: tuple[float, float],
 ) -> _Windows:
     """Place the ROI's bounding box of every tile on the overlay level closest to ``mpp``."""
     level = slide.closest_level(mpp)
@@ -244,13 +249,20 @@ def _empty_region(slide: SlideReader, level: int) -> np.ndarray:
 
 
 def _is_axis_aligned_box(roi: BaseGeometry) -> bool:
-    return bool(roi.geom_type == "Polygon" and roi.equals(shapely.box(*roi.bounds)) and not roi.interiors)
+    return bool(
+        roi.geom_type == "Polygon" and roi.equals(shapely.box(*roi.bounds)) and not roi.interiors
+    )
 
 
 def _inside(roi: BaseGeometry, windows: _Windows, row: int) -> np.ndarray:
     """Bool ``(height, width)``: window pixels whose centre is inside the ROI."""
     return _rasterise(
-        roi, windows.scale, float(windows.offset_x[row]), float(windows.offset_y[row]), windows.width, windows.height
+        roi,
+        windows.scale,
+        float(windows.offset_x[row]),
+        float(windows.offset_y[row]),
+        windows.width,
+        windows.height,
     )
 
 
@@ -258,7 +270,12 @@ _MASK_CACHE: dict[tuple, np.ndarray] = {}
 
 
 def _rasterise(
-    roi: BaseGeometry, scale: tuple[float, float], offset_x: float, offset_y: float, width: int, height: int
+    roi: BaseGeometry,
+    scale: tuple[float, float],
+    offset_x: float,
+    offset_y: float,
+    width: int,
+    height: int,
 ) -> np.ndarray:
     """Rasterise the ROI scaled into overlay pixels and shifted by the tile's sub-pixel offset.
 
@@ -266,7 +283,9 @@ def _rasterise(
     key = (roi.wkb, scale, offset_x, offset_y, width, height)
     mask = _MASK_CACHE.get(key)
     if mask is None:
-        placed = shapely.transform(roi, lambda c: c * np.array(scale) + np.array([offset_x, offset_y]))
+        placed = shapely.transform(
+            roi, lambda c: c * np.array(scale) + np.array([offset_x, offset_y])
+        )
         shapely.prepare(placed)
         cx = np.arange(width) + 0.5 - EPS
         cy = np.arange(height) + 0.5 - EPS
@@ -292,7 +311,13 @@ def _clip(windows: _Windows, row: int, rx: int, ry: int, region: np.ndarray):
 
 
 def _patch(
-    roi: BaseGeometry, windows: _Windows, row: int, region: np.ndarray, rx: int, ry: int, slide: SlideReader
+    roi: BaseGeometry,
+    windows: _Windows,
+    row: int,
+    region: np.ndarray,
+    rx: int,
+    ry: int,
+    slide: SlideReader,
 ) -> OverlayPatch:
     data = np.zeros((windows.height, windows.width, *region.shape[2:]), dtype=region.dtype)
     mask = np.ones((windows.height, windows.width), dtype=bool)

@@ -53,7 +53,11 @@ def _encode_single(plane: np.ndarray) -> ValueCodes:
 def _encode_rgb(rgb: np.ndarray) -> ValueCodes:
     if rgb.dtype == np.uint8:
         # Packing three bytes into one integer sorts far faster than unique rows.
-        packed = (rgb[..., 0].astype(np.uint32) << 16) | (rgb[..., 1].astype(np.uint32) << 8) | rgb[..., 2]
+        packed = (
+            (rgb[..., 0].astype(np.uint32) << 16)
+            | (rgb[..., 1].astype(np.uint32) << 8)
+            | rgb[..., 2]
+        )
         values, inverse = np.unique(packed.ravel(), return_inverse=True)
         colours = np.stack([values >> 16, (values >> 8) & 255, values & 255], axis=1)
     else:

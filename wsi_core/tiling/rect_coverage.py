@@ -33,8 +33,14 @@ class _EdgeTerms:
     ``tol`` of the corner (W, 0)."""
 
     def __init__(
-        self, ax: np.ndarray, ay: np.ndarray, bx: np.ndarray, by: np.ndarray,
-        w: np.ndarray, h: np.ndarray, tol: float,
+        self,
+        ax: np.ndarray,
+        ay: np.ndarray,
+        bx: np.ndarray,
+        by: np.ndarray,
+        w: np.ndarray,
+        h: np.ndarray,
+        tol: float,
     ) -> None:
         dx, dy = bx - ax, by - ay
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -142,9 +148,12 @@ class RectCoverage:
         self.h = self.y1 - self.y0
         self._edges()
         scale = max(
-            float(np.abs(self.x0).max()), float(np.abs(self.x1).max()),
-            float(np.abs(self.y0).max()), float(np.abs(self.y1).max()),
-            float(np.abs(self.ex0).max(initial=0.0)), float(np.abs(self.ey0).max(initial=0.0)),
+            float(np.abs(self.x0).max()),
+            float(np.abs(self.x1).max()),
+            float(np.abs(self.y0).max()),
+            float(np.abs(self.y1).max()),
+            float(np.abs(self.ex0).max(initial=0.0)),
+            float(np.abs(self.ey0).max(initial=0.0)),
         )
         # Local coordinates are off by a few ulps of `scale`. Whatever lies within `tol` of a
         # test point is treated as ambiguous, and box joins reach `tol` beyond each tile.
@@ -199,8 +208,10 @@ class RectCoverage:
         t0, t1 = k / n, (k + 1) / n
         ax, ay, bx, by = self.ex0[edge], self.ey0[edge], self.ex1[edge], self.ey1[edge]
         return (
-            ax * (1 - t0) + bx * t0, ay * (1 - t0) + by * t0,
-            ax * (1 - t1) + bx * t1, ay * (1 - t1) + by * t1,
+            ax * (1 - t0) + bx * t0,
+            ay * (1 - t0) + by * t0,
+            ax * (1 - t1) + bx * t1,
+            ay * (1 - t1) + by * t1,
             edge,
         )
 
@@ -208,14 +219,21 @@ class RectCoverage:
         """The edge pieces near each tile, and their terms in that tile's local coords."""
         sx0, sy0, sx1, sy1, s_edge = self._short_edges()
         piece, tile = buckets.join(
-            np.minimum(sx0, sx1), np.minimum(sy0, sy1),
-            np.maximum(sx0, sx1), np.maximum(sy0, sy1), self.tol,
+            np.minimum(sx0, sx1),
+            np.minimum(sy0, sy1),
+            np.maximum(sx0, sx1),
+            np.maximum(sy0, sy1),
+            self.tol,
         )
         edge = s_edge[piece]
         terms = _EdgeTerms(
-            sx0[piece] - self.x0[tile], sy0[piece] - self.y0[tile],
-            sx1[piece] - self.x0[tile], sy1[piece] - self.y0[tile],
-            self.w[tile], self.h[tile], self.tol,
+            sx0[piece] - self.x0[tile],
+            sy0[piece] - self.y0[tile],
+            sx1[piece] - self.x0[tile],
+            sy1[piece] - self.y0[tile],
+            self.w[tile],
+            self.h[tile],
+            self.tol,
         )
         return _Rows(tile, edge, self.edge_part[edge], self.edge_weight[edge], terms)
 
@@ -302,7 +320,9 @@ class RectCoverage:
             tol=self.tol,
             segments=(local[clipped], part[clipped], weight[clipped], px0, py0, px1, py1),
             crossings=(
-                local[counted], part[counted], terms.y_cross[row_mask][counted],
+                local[counted],
+                part[counted],
+                terms.y_cross[row_mask][counted],
                 terms.direction[row_mask][counted] * weight[counted],
             ),
             pairs=(
@@ -345,9 +365,12 @@ class RectCoverage:
             edge = self.part_first[parts[start:stop]][pair] + k
             tile = tiles[start:stop][pair]
             contribution = _clamped_terms(
-                self.ex0[edge] - self.x0[tile], self.ey0[edge] - self.y0[tile],
-                self.ex1[edge] - self.x0[tile], self.ey1[edge] - self.y0[tile],
-                self.w[tile], self.h[tile],
+                self.ex0[edge] - self.x0[tile],
+                self.ey0[edge] - self.y0[tile],
+                self.ex1[edge] - self.x0[tile],
+                self.ey1[edge] - self.y0[tile],
+                self.w[tile],
+                self.h[tile],
             )
             out[start:stop] = sum_by(pair, contribution * self.edge_weight[edge], stop - start)
             start = stop
@@ -355,8 +378,12 @@ class RectCoverage:
 
 
 def _clamped_terms(
-    ax: np.ndarray, ay: np.ndarray, bx: np.ndarray, by: np.ndarray,
-    w: np.ndarray, h: np.ndarray,
+    ax: np.ndarray,
+    ay: np.ndarray,
+    bx: np.ndarray,
+    by: np.ndarray,
+    w: np.ndarray,
+    h: np.ndarray,
 ) -> np.ndarray:
     """Per edge (tile-local coords): ∫ X dY along the edge with each point clamped onto the tile
     [0, w] x [0, h].
@@ -370,8 +397,7 @@ def _clamped_terms(
     with np.errstate(divide="ignore", invalid="ignore"):
         raw = (-ax / dx, (w - ax) / dx, -ay / dy, (h - ay) / dy)
     # Non-crossings (nan, inf) become harmless breakpoints at 0.
-    a, b, c, d = (np.clip(np.nan_to_num(t, nan=0.0, posinf=0.0, neginf=0.0), 0.0, 1.0)
-                  for t in raw)
+    a, b, c, d = (np.clip(np.nan_to_num(t, nan=0.0, posinf=0.0, neginf=0.0), 0.0, 1.0) for t in raw)
     # Sort the four breakpoints with a five-comparator network.
     a, b = np.minimum(a, b), np.maximum(a, b)
     c, d = np.minimum(c, d), np.maximum(c, d)

@@ -26,9 +26,7 @@ class TileBuckets:
         self.sorted_keys = keys[self.order]
         self.dense = self.ncx * self.ncy <= 8 * len(x0) + 1024
         if self.dense:  # a regular grid: look cells up directly instead of by binary search
-            self.cell_start, self.cell_count = group_bounds(
-                self.sorted_keys, self.ncx * self.ncy
-            )
+            self.cell_start, self.cell_count = group_bounds(self.sorted_keys, self.ncx * self.ncy)
 
     def _cell_x(self, x: np.ndarray) -> np.ndarray:
         return np.floor((x - self.gx) / self.w).astype(np.int64)

@@ -69,7 +69,10 @@ class TileUnion:
         tile, part, y, sign = crossings
         order = np.lexsort((y, tile))
         self.ev_tile, self.ev_part, self.ev_y, self.ev_sign = (
-            tile[order], part[order], y[order], sign[order]
+            tile[order],
+            part[order],
+            y[order],
+            sign[order],
         )
         self.ev_start, self.ev_count = group_bounds(self.ev_tile, self.n)
         pair_tile, pair_part, inside = pairs
@@ -147,9 +150,7 @@ class TileUnion:
         shared = parallel & (offset <= tol) & (overlap * r_len > tol)
         self.failed[self.tile[left[shared]]] = True
         hit = (
-            ~parallel
-            & (t >= -slack_t) & (t <= 1 + slack_t)
-            & (u >= -slack_u) & (u <= 1 + slack_u)
+            ~parallel & (t >= -slack_t) & (t <= 1 + slack_t) & (u >= -slack_u) & (u <= 1 + slack_u)
         )
         return left[hit], np.clip(t[hit], 0.0, 1.0)
 
@@ -200,9 +201,7 @@ class TileUnion:
         touching = np.hypot(x0 + u * sx - px, y0 + u * sy - py) <= tol
         self.failed[tile[item[touching]]] = True
         crossing = ((y0 <= py) != (y1 <= py)) & (x_at > px)
-        return sum_by(
-            item[crossing], np.sign(sy[crossing]) * self.weight[seg[crossing]], len(mx)
-        )
+        return sum_by(item[crossing], np.sign(sy[crossing]) * self.weight[seg[crossing]], len(mx))
 
     def _border_crossings_below(
         self, tile: np.ndarray, part: np.ndarray, my: np.ndarray
