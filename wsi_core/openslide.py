@@ -1,7 +1,7 @@
 """OpenSlide backend: ``OpenSlide(path, mpp=None)``.
 
 A subclass of both ``openslide.OpenSlide`` (so every openslide-python call still works) and
-:class:`~wsi_core.slide.SlideReader`. ``read_tile`` and ``read_level_region`` take level coords;
+:class:`~wsi_core.reader.SlideReader`. ``read_tile`` and ``read_level_region`` take level coords;
 ``openslide.OpenSlide.read_region`` takes a level-0 location, so the origin is converted with
 ``round(x * downsample)``.
 
@@ -21,7 +21,7 @@ import openslide
 
 from wsi_core.errors import MissingMPPError, SlideError
 from wsi_core.resolution import MPP, as_mpp_pair
-from wsi_core.slide import SlideReader, composite_over
+from wsi_core.reader import SlideReader, composite_over
 
 
 class OpenSlide(openslide.OpenSlide, SlideReader):

@@ -35,7 +35,7 @@ from defusedxml import ElementTree
 from wsi_core.errors import MissingMPPError, SlideError
 from wsi_core.remote import is_url, open_tiff_url
 from wsi_core.resolution import MPP, as_mpp_pair
-from wsi_core.slide import SlideReader, composite_over
+from wsi_core.reader import SlideReader, composite_over
 
 # Micrometres per ResolutionUnit; 1 (NONE) is absent on purpose: it carries no physical size.
 _MICROMETRES_PER_RESUNIT = {2: 25400.0, 3: 10_000.0, 4: 1000.0, 5: 1.0}

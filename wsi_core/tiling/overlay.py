@@ -21,7 +21,7 @@ import shapely
 from shapely.geometry.base import BaseGeometry
 
 from wsi_core.resolution import MPP
-from wsi_core.slide import SlideReader, open_slide
+from wsi_core.reader import SlideReader
 from wsi_core.tiling.overlay_values import ValueCodes, encode_values, sort_keys
 
 # Pixel centres are tested at (c - EPS), which gives the half-open ownership described above
@@ -167,6 +167,10 @@ def _is_sequence(value: Any) -> bool:
 
 def _groups(roi: BaseGeometry, tiles: _TileInputs, overlay_mpp: MPP | None):
     """Yield ``(slide, windows)`` per overlay file and level; each file is opened once."""
+    # Imported here: the factory loads both backends (OpenSlide's C library, tifffile), which
+    # ``import wsi_core.tiling`` for grid_tiles alone should not pay for.
+    from wsi_core.slide import open_slide
+
     by_path: dict[str, list[int]] = {}
     for i, path in enumerate(tiles.paths):
         by_path.setdefault(path, []).append(i)

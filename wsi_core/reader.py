@@ -1,0 +1,176 @@
+"""The slide-reader interface every backend implements, and the helpers they share.
+
+Backends (:mod:`wsi_core.openslide`, :mod:`wsi_core.tiff_reader`) import from this module
+only; the factory that picks one, :func:`wsi_core.slide.open_slide`, lives apart in
+:mod:`wsi_core.slide`, so that no backend needs to import the factory.
+
+Units used throughout:
+
+* "level coords": pixels of one pyramid level, ``x`` = column, ``y`` = row.
+* "level 0": pixels of the full-resolution level (where annotations live).
+* ``level_downsamples[i]``: level-0 pixels per level-``i`` pixel.
+* ``mpp``: micrometres per pixel, always an ``(x, y)`` pair of floats.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from types import TracebackType
+
+import numpy as np
+
+from wsi_core.resolution import LevelsMixin
+
+Background = int | Sequence[int]
+
+class SlideReader(LevelsMixin, ABC):
+    """A pyramidal whole-slide image opened for reading; a context manager.
+
+    Backends provide ``path``, ``level_count``, ``level_dimensions`` (``(width, height)`` per
+    level, level coords), ``level_downsamples``, ``mpp`` (base resolution, micrometres per
+    level-0 pixel; raises :class:`~wsi_core.errors.MissingMPPError` when the file records none
+    and no override was passed), ``vendor``, ``read_tile``, ``read_level_region`` and ``close``.
+    ``closest_level(mpp)`` and ``slide_resolution(level)`` come from ``LevelsMixin``.
+    """
+
+    path: str
+    vendor: str
+
+    @property
+    @abstractmethod
+    def level_count(self) -> int:
+        """Number of pyramid levels."""
+
+    @property
+    @abstractmethod
+    def level_dimensions(self) -> tuple[tuple[int, int], ...]:
+        """``(width, height)`` of each level, in that level's pixels."""
+
+    @property
+    @abstractmethod
+    def level_downsamples(self) -> tuple[float, ...]:  # type: ignore[override]
+        """Level-0 pixels per level pixel, one per level (level 0 gives 1.0)."""
+
+    @property
+    @abstractmethod
+    def mpp(self) -> tuple[float, float]:
+        """``(x, y)`` micrometres per level-0 pixel."""
+
+    def read_tile(
+        self,
+        x: int,
+        y: int,
+        extent_x: int,
+        extent_y: int,
+        level: int,
+        background: Background = 255,
+    ) -> np.ndarray:
+        """RGB ``uint8`` array ``(extent_y, extent_x, 3)`` whose top-left pixel is ``(x, y)``
+        in level coords of ``level``. Alpha is composited over ``background`` (an int or an RGB
+        triple); pixels outside the level are ``background``."""
+        level = self._check_level(level)
+        x, y, extent_x, extent_y = int(x), int(y), int(extent_x), int(extent_y)
+        fill = background_rgb(background)
+        tile = np.empty((extent_y, extent_x, 3), dtype=np.uint8)
+        tile[...] = fill
+        inside = clip_window(x, y, extent_x, extent_y, *self.level_dimensions[level])
+        if inside is not None:
+            self._paint_tile(tile, level, x, y, inside, fill)
+        return tile
+
+    @abstractmethod
+    def _paint_tile(
+        self,
+        tile: np.ndarray,
+        level: int,
+        x: int,
+        y: int,
+        inside: tuple[int, int, int, int],
+        fill: np.ndarray,
+    ) -> None:
+        """Write the on-level part ``inside`` = ``(x0, y0, x1, y1)`` (level coords) of the tile
+        whose origin is ``(x, y)`` into ``tile``, composited over ``fill``."""
+
+    @abstractmethod
+    def read_level_region(self, level: int, x: int, y: int, width: int, height: int) -> np.ndarray:
+        """Raw samples of a window of ``level`` (level coords) that lies wholly inside it.
+
+        Shape ``(height, width)`` or ``(height, width, channels)``, native dtype. A window
+        that leaves the level raises ``ValueError``: clipping is the caller's decision.
+        """
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release the file; calling it twice is harmless."""
+
+    def __enter__(self) -> SlideReader:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # Helpers shared by the backends ---------------------------------------------------------
+
+    def _check_level(self, level: int) -> int:
+        if not 0 <= int(level) < self.level_count:
+            raise ValueError(
+                f"{self.path}: level {level} does not exist (the slide has {self.level_count})"
+            )
+        return int(level)
+
+    def _check_window(self, level: int, x: int, y: int, width: int, height: int) -> None:
+        """Raise ``ValueError`` unless the window (level coords) lies wholly inside ``level``."""
+        level_width, level_height = self.level_dimensions[self._check_level(level)]
+        if width < 0 or height < 0:
+            raise ValueError(f"{self.path}: negative window size {width}x{height}")
+        if x < 0 or y < 0 or x + width > level_width or y + height > level_height:
+            raise ValueError(
+                f"{self.path}: window x={x}, y={y}, {width}x{height} leaves level {level} "
+                f"({level_width}x{level_height}); clip it first"
+            )
+
+
+def background_rgb(background: Background) -> np.ndarray:
+    """``background`` (an int or an RGB triple, 0-255) as a ``uint8`` array of 3 values."""
+    values = np.asarray(background)
+    if values.ndim == 0:
+        values = np.repeat(values, 3)
+    if (
+        values.shape != (3,)
+        or not np.issubdtype(values.dtype, np.integer)
+        or np.any(values < 0)
+        or np.any(values > 255)
+    ):
+        raise ValueError(
+            f"background must be an int or an RGB triple in 0..255, got {background!r}"
+        )
+    return values.astype(np.uint8)
+
+
+def composite_over(rgb: np.ndarray, alpha: np.ndarray, background: np.ndarray) -> np.ndarray:
+    """Composite non-premultiplied ``uint8`` colour over an opaque ``background``.
+
+    ``rgb`` is ``(..., 3)``, ``alpha`` ``(...)``, both ``uint8``; rounds to nearest.
+    """
+    if alpha.size and alpha.min() == 255:
+        return np.ascontiguousarray(rgb, dtype=np.uint8)
+    a = alpha.astype(np.uint32)[..., None]
+    mixed = rgb.astype(np.uint32) * a + background.astype(np.uint32) * (255 - a)
+    return ((mixed + 127) // 255).astype(np.uint8)
+
+
+def clip_window(
+    x: int, y: int, width: int, height: int, level_width: int, level_height: int
+) -> tuple[int, int, int, int] | None:
+    """The part ``(x0, y0, x1, y1)`` of a window (level coords) inside the level, or None."""
+    x0, y0 = max(x, 0), max(y, 0)
+    x1, y1 = min(x + width, level_width), min(y + height, level_height)
+    if x1 <= x0 or y1 <= y0:
+        return None
+    return x0, y0, x1, y1
