@@ -20,8 +20,8 @@ import numpy as np
 import openslide
 
 from wsi_core.errors import MissingMPPError, SlideError
-from wsi_core.resolution import MPP, as_mpp_pair
 from wsi_core.reader import SlideReader, composite_over
+from wsi_core.resolution import MPP, as_mpp_pair
 
 
 class OpenSlide(openslide.OpenSlide, SlideReader):

@@ -24,6 +24,7 @@ from wsi_core.resolution import LevelsMixin
 
 Background = int | Sequence[int]
 
+
 class SlideReader(LevelsMixin, ABC):
     """A pyramidal whole-slide image opened for reading; a context manager.
 

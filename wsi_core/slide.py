@@ -18,7 +18,7 @@ from wsi_core.openslide import OpenSlide
 from wsi_core.reader import SlideReader
 from wsi_core.remote import TIFF_MAGIC, is_url
 from wsi_core.resolution import MPP, as_mpp_pair
-from wsi_core.tiffslide import TiffSlide
+from wsi_core.tiff_reader import TiffReader
 
 __all__ = ["SlideReader", "open_slide"]
 
@@ -49,7 +49,7 @@ def _is_ome_tiff(path: str) -> bool:
 def open_slide(path: str | os.PathLike[str], mpp: MPP | None = None) -> SlideReader:
     """Open ``path`` with the backend that reads it best.
 
-    tifffile (:class:`~wsi_core.tiffslide.TiffSlide`) for TIFF files that OpenSlide does not
+    tifffile (:class:`~wsi_core.tiff_reader.TiffReader`) for TIFF files that OpenSlide does not
     recognise or recognises only as ``generic-tiff`` (OpenSlide ignores SubIFD pyramids and
     cannot read stripped TIFFs), and for every OME-TIFF; OpenSlide
     (:class:`~wsi_core.openslide.OpenSlide`) for everything else. The TIFF test is on the
@@ -74,17 +74,17 @@ def open_slide(path: str | os.PathLike[str], mpp: MPP | None = None) -> SlideRea
     except _openslide.OpenSlideError:
         vendor = None
     if _is_tiff(name) and (vendor in (None, "generic-tiff") or _is_ome_tiff(name)):
-        return TiffSlide(name, mpp=mpp)
+        return TiffReader(name, mpp=mpp)
     if vendor is None:
         raise SlideError(name, "not a slide format that OpenSlide or tifffile can read")
     return OpenSlide(name, mpp=mpp)
 
 
 def _open_url(url: str, mpp: MPP | None) -> SlideReader:
-    """The TIFF at ``url`` as :class:`~wsi_core.tiffslide.TiffSlide`, unless a local path
+    """The TIFF at ``url`` as :class:`~wsi_core.tiff_reader.TiffReader`, unless a local path
     would have gone to OpenSlide (then :class:`LocalCopyRequired`), so that a URL and a local
     copy of the same file give the same reader, vendor and levels."""
-    slide = TiffSlide(url, mpp=mpp)  # raises LocalCopyRequired for files that are no TIFF
+    slide = TiffReader(url, mpp=mpp)  # raises LocalCopyRequired for files that are no TIFF
     flavour = _OPENSLIDE_TIFF_KINDS.get(slide.tiff_kind)
     if flavour is None and slide.software.startswith("MedScan"):  # OpenSlide's Trestle test
         flavour = "Trestle TIFF"

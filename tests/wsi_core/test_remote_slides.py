@@ -18,7 +18,7 @@ import tifffile
 from wsi_core.errors import LocalCopyRequired, SlideError
 from wsi_core.slide import open_slide
 from wsi_core.synthetic import write_pyramid_tiff
-from wsi_core.tiffslide import TiffSlide
+from wsi_core.tiff_reader import TiffReader
 
 HEIGHT, WIDTH = 611, 837  # odd, so that levels do not divide evenly and edge tiles are partial
 MPP_XY = (0.499, 0.502)
@@ -56,7 +56,7 @@ def rgb() -> np.ndarray:
     return np.random.default_rng(20240611).integers(0, 256, (HEIGHT, WIDTH, 3), dtype=np.uint8)
 
 
-def windows(slide: TiffSlide) -> list[tuple[int, int, int, int, int]]:
+def windows(slide: TiffReader) -> list[tuple[int, int, int, int, int]]:
     """``(level, x, y, width, height)`` windows (level coords): whole levels, tile-crossing
     interiors, and the bottom-right corner with its partial edge tiles."""
     found = []
@@ -67,7 +67,7 @@ def windows(slide: TiffSlide) -> list[tuple[int, int, int, int, int]]:
     return found
 
 
-def assert_same_slide(remote: TiffSlide, local: TiffSlide) -> None:
+def assert_same_slide(remote: TiffReader, local: TiffReader) -> None:
     assert remote.level_dimensions == local.level_dimensions
     assert remote.level_downsamples == local.level_downsamples
     assert remote.mpp == local.mpp
@@ -80,15 +80,15 @@ def assert_same_slide(remote: TiffSlide, local: TiffSlide) -> None:
 
 
 @pytest.mark.parametrize("layout", LAYOUTS, ids=lambda p: "-".join(map(str, p)))
-@pytest.mark.parametrize("opener", [open_slide, TiffSlide])
+@pytest.mark.parametrize("opener", [open_slide, TiffReader])
 def test_synthetic_pyramid_through_memory_url(memory, rgb, tmp_path, layout, opener):
     subifds, ome, tile = layout
     path = write_pyramid_tiff(
         tmp_path / "slide.tiff", rgb, MPP_XY, LEVELS, subifds=subifds, ome=ome, tile=tile
     )
     url = upload(memory, path)
-    with opener(url) as remote, TiffSlide(path) as local:
-        assert isinstance(remote, TiffSlide)
+    with opener(url) as remote, TiffReader(path) as local:
+        assert isinstance(remote, TiffReader)
         assert remote.path == url
         assert remote.level_count == LEVELS
         assert remote.mpp == pytest.approx(MPP_XY)
@@ -98,12 +98,12 @@ def test_synthetic_pyramid_through_memory_url(memory, rgb, tmp_path, layout, ope
         )
 
 
-@pytest.mark.parametrize("opener", [open_slide, TiffSlide])
+@pytest.mark.parametrize("opener", [open_slide, TiffReader])
 def test_file_url_reads_like_the_path(rgb, tmp_path, opener):
     path = write_pyramid_tiff(tmp_path / "slide.tiff", rgb, MPP_XY, LEVELS)
     url = path.as_uri()
     assert url.startswith("file://")
-    with opener(url) as remote, TiffSlide(path) as local:
+    with opener(url) as remote, TiffReader(path) as local:
         assert remote.path == url
         assert_same_slide(remote, local)
 
@@ -117,7 +117,7 @@ def test_mpp_override_through_a_url(memory, rgb, tmp_path):
 
 def test_only_tiles_meeting_the_window_are_decoded(memory, rgb, tmp_path):
     path = write_pyramid_tiff(tmp_path / "tiles.tiff", rgb, 0.5, 1, tile=(64, 64))
-    with TiffSlide(upload(memory, path)) as slide:
+    with TiffReader(upload(memory, path)) as slide:
         decoded: list[int] = []
         decode = slide._levels[0].decode
 
@@ -135,7 +135,7 @@ def test_only_tiles_meeting_the_window_are_decoded(memory, rgb, tmp_path):
 def test_one_url_reader_is_safe_across_threads(memory, rgb, tmp_path):
     path = write_pyramid_tiff(tmp_path / "threads.tiff", rgb, 0.5, 2, tile=(64, 64))
     origins = [(x, y) for x in range(0, 700, 97) for y in range(0, 500, 89)] * 4
-    with TiffSlide(upload(memory, path)) as slide, ThreadPoolExecutor(8) as pool:
+    with TiffReader(upload(memory, path)) as slide, ThreadPoolExecutor(8) as pool:
         tiles = list(pool.map(lambda o: slide.read_level_region(0, o[0], o[1], 130, 110), origins))
     for (x, y), tile in zip(origins, tiles, strict=True):
         np.testing.assert_array_equal(tile, rgb[y : y + 110, x : x + 130])
@@ -143,7 +143,7 @@ def test_one_url_reader_is_safe_across_threads(memory, rgb, tmp_path):
 
 def test_close_closes_the_fsspec_file(rgb, tmp_path):
     path = write_pyramid_tiff(tmp_path / "close.tiff", rgb, 0.5, 1)
-    slide = TiffSlide(path.as_uri())  # file://: memory files ignore close(), local ones don't
+    slide = TiffReader(path.as_uri())  # file://: memory files ignore close(), local ones don't
     handle = slide._file
     assert handle is not None and not handle.closed
     slide.close()
@@ -159,8 +159,8 @@ def test_close_closes_the_fsspec_file(rgb, tmp_path):
 def test_cmu_small_region_svs_through_memory_url(memory, shared_data):
     path = shared_data / "slides" / "CMU-1-Small-Region.svs"
     url = upload(memory, path)
-    with open_slide(url) as remote, TiffSlide(path) as local:
-        assert isinstance(remote, TiffSlide)
+    with open_slide(url) as remote, TiffReader(path) as local:
+        assert isinstance(remote, TiffReader)
         assert remote.vendor == "aperio"
         assert remote.level_dimensions == ((2220, 2967),)
         assert remote.mpp == pytest.approx((0.499, 0.499))
@@ -187,7 +187,7 @@ def test_svs_with_non_integer_downsample_agrees_with_openslide(memory, shared_da
 # Errors ---------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("opener", [open_slide, TiffSlide])
+@pytest.mark.parametrize("opener", [open_slide, TiffReader])
 def test_non_tiff_url_needs_a_local_copy(memory, tmp_path, opener):
     notes = tmp_path / "notes.svs"
     notes.write_bytes(b"not a slide\n" * 100)
@@ -200,7 +200,7 @@ def test_non_tiff_url_needs_a_local_copy(memory, tmp_path, opener):
     assert info.value.path == url
 
 
-@pytest.mark.parametrize("opener", [open_slide, TiffSlide])
+@pytest.mark.parametrize("opener", [open_slide, TiffReader])
 def test_missing_url_is_a_slide_error_naming_it(memory, opener):
     url = f"{memory[1]}/absent.tiff"
     with pytest.raises(SlideError, match=r"memory://.*absent\.tiff: no such file"):
@@ -226,5 +226,5 @@ def test_tiff_flavours_openslide_claims_need_a_local_copy(memory, tmp_path):
     url = upload(memory, path)
     with pytest.raises(LocalCopyRequired, match=r"trestle\.tif: a Trestle TIFF.*local copy"):
         open_slide(url)
-    with TiffSlide(url) as slide:  # the tifffile reader itself still reads it, if asked
+    with TiffReader(url) as slide:  # the tifffile reader itself still reads it, if asked
         assert slide.level_dimensions == ((64, 64),)

@@ -14,7 +14,7 @@ from wsi_core.errors import MissingMPPError, SlideError
 from wsi_core.openslide import OpenSlide
 from wsi_core.slide import SlideReader, open_slide
 from wsi_core.synthetic import pyramid_level, write_pyramid_tiff
-from wsi_core.tiffslide import TiffSlide
+from wsi_core.tiff_reader import TiffReader
 
 # Odd sizes so that levels do not divide evenly and edge tiles are partial.
 HEIGHT, WIDTH = 611, 837
@@ -71,9 +71,9 @@ def written(request, images, tmp_path_factory) -> tuple[Path, np.ndarray, tuple]
 # Synthetic round trips: tifffile backend ---------------------------------------------------------
 
 
-def test_tiffslide_levels_and_mpp(written):
+def test_tiff_reader_levels_and_mpp(written):
     path, image, (kind, subifds, ome, unit, tile) = written
-    with TiffSlide(path) as slide:
+    with TiffReader(path) as slide:
         assert isinstance(slide, SlideReader)
         assert slide.level_count == LEVELS
         assert slide.level_dimensions == ((837, 611), (418, 305), (209, 152))
@@ -91,10 +91,10 @@ def test_tiffslide_levels_and_mpp(written):
     "window",
     [(0, 0, 5, 7), (250, 120, 20, 300), (60, 60, 140, 140), (0, 0, 209, 152), (200, 140, 9, 12)],
 )
-def test_tiffslide_read_level_region_equals_slice(written, window):
+def test_tiff_reader_read_level_region_equals_slice(written, window):
     path, image, _ = written
     x, y, w, h = window
-    with TiffSlide(path) as slide:
+    with TiffReader(path) as slide:
         for level in range(LEVELS):
             width, height = slide.level_dimensions[level]
             if x + w > width or y + h > height:
@@ -105,9 +105,9 @@ def test_tiffslide_read_level_region_equals_slice(written, window):
             np.testing.assert_array_equal(region, expected)
 
 
-def test_tiffslide_read_tile_hangs_off_edge(written):
+def test_tiff_reader_read_tile_hangs_off_edge(written):
     path, image, _ = written
-    with TiffSlide(path) as slide:
+    with TiffReader(path) as slide:
         for level, background in ((0, 255), (1, (10, 20, 30))):
             data = _rgb(pyramid_level(image, level))
             width, height = slide.level_dimensions[level]
@@ -129,7 +129,7 @@ def test_tiffslide_read_tile_hangs_off_edge(written):
 
 def test_read_level_region_rejects_windows_outside_the_level(written):
     path, _, _ = written
-    with TiffSlide(path) as slide:
+    with TiffReader(path) as slide:
         with pytest.raises(ValueError, match="leaves level 1"):
             slide.read_level_region(1, 400, 0, 20, 20)
         with pytest.raises(ValueError):
@@ -141,7 +141,7 @@ def test_read_level_region_rejects_windows_outside_the_level(written):
 def test_open_slide_picks_tifffile_for_synthetic_tiffs(written):
     path, _, _ = written
     with open_slide(path) as slide:
-        assert isinstance(slide, TiffSlide)
+        assert isinstance(slide, TiffReader)
         assert slide.level_count == LEVELS
 
 
@@ -154,7 +154,7 @@ def test_openslide_reads_page_pyramids(images, tmp_path, kind, unit):
     path = write_pyramid_tiff(
         tmp_path / "pages.tiff", image, MPP_XY, LEVELS, subifds=False, resolution_unit=unit
     )
-    with OpenSlide(path) as slide, TiffSlide(path) as reference:
+    with OpenSlide(path) as slide, TiffReader(path) as reference:
         assert isinstance(slide, openslide.OpenSlide) and isinstance(slide, SlideReader)
         assert slide.vendor == "generic-tiff"
         assert slide.level_dimensions == ((837, 611), (418, 305), (209, 152))
@@ -193,11 +193,11 @@ def test_openslide_has_no_mpp_for_millimetre_tags_but_tifffile_does(images, tmp_
     )
     with OpenSlide(path) as slide, pytest.raises(MissingMPPError, match="mm.tiff"):
         slide.mpp
-    with TiffSlide(path) as slide:
+    with TiffReader(path) as slide:
         assert slide.mpp == pytest.approx(MPP_XY, rel=1e-7)
 
 
-@pytest.mark.parametrize("backend", [TiffSlide, OpenSlide])
+@pytest.mark.parametrize("backend", [TiffReader, OpenSlide])
 def test_closest_level_and_slide_resolution(tmp_path, backend):
     image = np.zeros((512, 1024, 3), dtype=np.uint8)  # downsamples exactly 1, 2, 4
     path = write_pyramid_tiff(tmp_path / "exact.tiff", image, (0.5, 0.25), 3, subifds=False)
@@ -216,7 +216,7 @@ def test_closest_level_and_slide_resolution(tmp_path, backend):
         assert slide.slide_resolution(2) == pytest.approx((2.0, 1.0))
 
 
-@pytest.mark.parametrize("backend", [TiffSlide, OpenSlide])
+@pytest.mark.parametrize("backend", [TiffReader, OpenSlide])
 def test_missing_mpp_is_lazy_and_names_the_file(images, tmp_path, backend):
     path = write_pyramid_tiff(
         tmp_path / "no-mpp.tiff", images["rgb"], 1.0, 2, subifds=False, resolution_unit=None
@@ -239,7 +239,7 @@ def test_missing_mpp_is_lazy_and_names_the_file(images, tmp_path, backend):
         assert slide.slide_resolution(1) == pytest.approx((0.25 * slide.level_downsamples[1],) * 2)
 
 
-@pytest.mark.parametrize("backend", [TiffSlide, OpenSlide])
+@pytest.mark.parametrize("backend", [TiffReader, OpenSlide])
 def test_alpha_is_composited_over_background(tmp_path, backend):
     rng = np.random.default_rng(7)
     image = rng.integers(0, 256, (200, 300, 4), dtype=np.uint8)
@@ -251,7 +251,7 @@ def test_alpha_is_composited_over_background(tmp_path, backend):
     with backend(path) as slide:
         tile = slide.read_tile(0, 0, 300, 200, 0, background=(10, 200, 30))
     # OpenSlide premultiplies and openslide-python divides again: allow that rounding
-    tolerance = 0 if backend is TiffSlide else 1
+    tolerance = 0 if backend is TiffReader else 1
     assert np.abs(tile.astype(np.int64) - expected).max() <= tolerance
     assert np.all(tile[:10, :10] == (10, 200, 30))
 
@@ -259,7 +259,7 @@ def test_alpha_is_composited_over_background(tmp_path, backend):
 # tifffile backend specifics -------------------------------------------------------------------
 
 
-def _count_decodes(slide: TiffSlide, level: int) -> list[int]:
+def _count_decodes(slide: TiffReader, level: int) -> list[int]:
     calls: list[int] = []
     decode = slide._levels[level].decode
 
@@ -273,7 +273,7 @@ def _count_decodes(slide: TiffSlide, level: int) -> list[int]:
 
 def test_only_tiles_meeting_the_window_are_decoded(images, tmp_path):
     path = write_pyramid_tiff(tmp_path / "t.tiff", images["rgb"], 0.5, 1, tile=(128, 128))
-    with TiffSlide(path) as slide:
+    with TiffReader(path) as slide:
         calls = _count_decodes(slide, 0)
         slide.read_level_region(0, 130, 260, 100, 100)  # inside tile row 2, column 1
         assert calls == [2 * 7 + 1]  # 837 px wide = 7 tiles per row
@@ -286,7 +286,7 @@ def test_only_tiles_meeting_the_window_are_decoded(images, tmp_path):
 def test_only_strips_meeting_the_window_are_decoded(images, tmp_path):
     path = tmp_path / "strips.tif"
     tifffile.imwrite(path, images["grey"], rowsperstrip=16, compression="zlib")
-    with TiffSlide(path) as slide:
+    with TiffReader(path) as slide:
         calls = _count_decodes(slide, 0)
         window = slide.read_level_region(0, 5, 30, 40, 10)  # rows 30..39: strips 1 and 2
         assert sorted(calls) == [1, 2]
@@ -297,7 +297,7 @@ def test_planar_separate_rgb(images, tmp_path):
     path = tmp_path / "planar.tif"
     planes = np.moveaxis(images["rgb"], -1, 0)
     tifffile.imwrite(path, planes, photometric="rgb", planarconfig="separate", tile=(64, 64))
-    with TiffSlide(path) as slide:
+    with TiffReader(path) as slide:
         expected = images["rgb"][61:66, 60:130]
         np.testing.assert_array_equal(slide.read_level_region(0, 60, 61, 70, 5), expected)
         np.testing.assert_array_equal(slide.read_tile(60, 61, 70, 5, 0), expected)
@@ -307,7 +307,7 @@ def test_ome_channel_planes_are_stacked(images, tmp_path):
     planes = np.moveaxis(images["rgb"], -1, 0)  # CYX: one grey page per channel
     path = tmp_path / "cyx.ome.tif"
     tifffile.imwrite(path, planes, ome=True, metadata={"axes": "CYX"}, tile=(64, 64))
-    with TiffSlide(path) as slide:
+    with TiffReader(path) as slide:
         assert len(slide._levels[0].pages) == 3
         expected = images["rgb"][100:140, 33:97]
         np.testing.assert_array_equal(slide.read_level_region(0, 33, 100, 64, 40), expected)
@@ -318,7 +318,7 @@ def test_uint16_samples_keep_dtype_and_scale_to_uint8(tmp_path):
     image = np.array([[0, 257, 65535, 32896]], dtype=np.uint16).repeat(16, axis=0)
     path = tmp_path / "u16.tif"
     tifffile.imwrite(path, image, tile=(16, 16))
-    with TiffSlide(path) as slide:
+    with TiffReader(path) as slide:
         region = slide.read_level_region(0, 0, 0, 4, 2)
         assert region.dtype == np.uint16
         np.testing.assert_array_equal(region, image[:2])
@@ -341,7 +341,7 @@ def test_ome_physical_size_units(tmp_path, size, unit, expected):
         metadata.update(PhysicalSizeXUnit=unit, PhysicalSizeYUnit=unit)
     path = tmp_path / "unit.ome.tif"
     tifffile.imwrite(path, np.zeros((32, 48), dtype=np.uint8), ome=True, metadata=metadata)
-    with TiffSlide(path) as slide:
+    with TiffReader(path) as slide:
         assert slide.vendor == "ome-tiff"
         assert slide.mpp == pytest.approx((expected, expected))
 
@@ -362,7 +362,7 @@ def test_reduced_pages_written_as_separate_series_are_levels(images, tmp_path):
                 pyramid_level(images["rgb"], level), tile=(64, 64), photometric="rgb", subfiletype=1
             )
         writer.write(np.zeros((80, 40, 3), dtype=np.uint8), photometric="rgb", subfiletype=1)
-    with TiffSlide(path) as slide:
+    with TiffReader(path) as slide:
         assert len(slide._tif.series) == 4
         assert slide.level_dimensions == ((837, 611), (418, 305), (209, 152))
         assert slide.mpp == (0.5, 0.5)
@@ -375,7 +375,7 @@ def test_reduced_pages_written_as_separate_series_are_levels(images, tmp_path):
 def test_one_reader_is_safe_across_threads(images, tmp_path):
     path = write_pyramid_tiff(tmp_path / "threads.tiff", images["rgb"], 0.5, 2, tile=(64, 64))
     origins = [(x, y) for x in range(0, 700, 97) for y in range(0, 500, 89)]
-    with TiffSlide(path) as slide, ThreadPoolExecutor(8) as pool:
+    with TiffReader(path) as slide, ThreadPoolExecutor(8) as pool:
         tiles = list(pool.map(lambda o: slide.read_tile(o[0], o[1], 130, 110, 0), origins * 4))
     for (x, y), tile in zip(origins * 4, tiles, strict=True):
         expected = np.full((110, 130, 3), 255, dtype=np.uint8)
@@ -387,7 +387,7 @@ def test_one_reader_is_safe_across_threads(images, tmp_path):
 # Errors ---------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("opener", [open_slide, OpenSlide, TiffSlide])
+@pytest.mark.parametrize("opener", [open_slide, OpenSlide, TiffReader])
 def test_non_slide_file_is_a_slide_error_naming_it(tmp_path, opener):
     path = tmp_path / "notes.txt"
     path.write_text("not a slide\n")
@@ -396,7 +396,7 @@ def test_non_slide_file_is_a_slide_error_naming_it(tmp_path, opener):
     assert info.value.path == str(path)
 
 
-@pytest.mark.parametrize("opener", [open_slide, OpenSlide, TiffSlide])
+@pytest.mark.parametrize("opener", [open_slide, OpenSlide, TiffReader])
 def test_missing_file_is_a_slide_error_naming_it(tmp_path, opener):
     path = tmp_path / "absent.svs"
     with pytest.raises(SlideError, match=r"absent\.svs: no such file"):
@@ -410,7 +410,7 @@ def test_directory_is_a_slide_error(tmp_path):
 
 def test_close_twice_is_harmless(images, tmp_path):
     path = write_pyramid_tiff(tmp_path / "c.tiff", images["grey"], 0.5, 1, subifds=False)
-    for backend in (TiffSlide, OpenSlide):
+    for backend in (TiffReader, OpenSlide):
         slide = backend(path)
         slide.close()
         slide.close()
@@ -437,7 +437,7 @@ def test_cmu_small_region(shared_data):
     assert tile.shape == (512, 512, 3) and tile.dtype == np.uint8
     np.testing.assert_array_equal(tile, reference[..., :3])
     assert tile.std() > 8  # tissue, not blank glass
-    with TiffSlide(path) as slide:  # same JPEG tiles decoded by tifffile
+    with TiffReader(path) as slide:  # same JPEG tiles decoded by tifffile
         assert slide.level_dimensions == ((2220, 2967),)  # label/macro are not levels
         assert slide.mpp == pytest.approx((0.499, 0.499))
         np.testing.assert_array_equal(slide.read_tile(700, 1100, 512, 512, 0), tile)
@@ -459,7 +459,7 @@ def test_tcga_without_mpp(shared_data):
         # (downsample 2.0005) wherever x * downsample is not a whole number
         tile = slide.read_tile(0, 0, 1024, 1024, level=1)
         assert tile.shape == (1024, 1024, 3) and tile.std() > 8
-    with TiffSlide(path) as reference:
+    with TiffReader(path) as reference:
         assert reference.level_dimensions == ((4443, 3567), (2221, 1783))
         with pytest.raises(MissingMPPError):
             reference.mpp
@@ -473,8 +473,8 @@ def test_tcga_without_mpp(shared_data):
 def test_boxes_through_both_backends(shared_data):
     path = shared_data / "slides" / "boxes.tiff"
     with open_slide(path) as chosen:
-        assert isinstance(chosen, TiffSlide)
-    with TiffSlide(path) as tiff, OpenSlide(path) as osr:
+        assert isinstance(chosen, TiffReader)
+    with TiffReader(path) as tiff, OpenSlide(path) as osr:
         for slide in (tiff, osr):
             assert slide.level_count == 4
             assert slide.level_dimensions == ((300, 250), (150, 125), (75, 62), (37, 31))
@@ -498,7 +498,7 @@ def test_mask_full_res(shared_data):
     with pytest.raises(SlideError, match="mask_full_res.tif"):
         OpenSlide(path)
     with open_slide(path) as slide:
-        assert isinstance(slide, TiffSlide)
+        assert isinstance(slide, TiffReader)
         assert slide.level_dimensions == ((2220, 2967),)
         with pytest.raises(MissingMPPError, match="mask_full_res.tif"):
             slide.mpp  # ResolutionUnit NONE

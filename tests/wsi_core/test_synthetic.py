@@ -11,7 +11,7 @@ from defusedxml import ElementTree
 
 from wsi_core.openslide import OpenSlide
 from wsi_core.synthetic import pyramid_level, write_pyramid_tiff
-from wsi_core.tiffslide import TiffSlide
+from wsi_core.tiff_reader import TiffReader
 
 
 def test_mean_rounds_half_up_and_drops_the_odd_edge():
@@ -109,7 +109,7 @@ def test_bool_mask_and_strips(tmp_path):
     path = write_pyramid_tiff(tmp_path / "m.tif", mask, 1.0, 2, tile=None, resample="nearest")
     with tifffile.TiffFile(path) as tif:
         assert not tif.pages[0].is_tiled and tif.pages[0].dtype == np.uint8
-    with TiffSlide(path) as slide:
+    with TiffReader(path) as slide:
         level0, level1 = mask.astype(np.uint8), mask[::2, ::2].astype(np.uint8)
         np.testing.assert_array_equal(slide.read_level_region(0, 0, 0, 60, 40), level0)
         np.testing.assert_array_equal(slide.read_level_region(1, 0, 0, 30, 20), level1)
@@ -119,7 +119,7 @@ def test_jpeg_pyramid_reads_the_same_in_both_backends(tmp_path):
     y, x = np.mgrid[0:512, 0:640]
     image = np.stack([(x // 3) % 256, (y // 2) % 256, ((x + y) // 4) % 256], -1).astype(np.uint8)
     path = write_pyramid_tiff(tmp_path / "j.tif", image, 0.5, 2, subifds=False, compression="jpeg")
-    with TiffSlide(path) as tiff, OpenSlide(path) as osr:
+    with TiffReader(path) as tiff, OpenSlide(path) as osr:
         a, b = tiff.read_tile(0, 0, 640, 512, 0), osr.read_tile(0, 0, 640, 512, 0)
     assert np.abs(a.astype(int) - image).mean() < 2  # lossy, but close
     np.testing.assert_array_equal(a, b)

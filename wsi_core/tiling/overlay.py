@@ -20,8 +20,8 @@ import numpy as np
 import shapely
 from shapely.geometry.base import BaseGeometry
 
-from wsi_core.resolution import MPP
 from wsi_core.reader import SlideReader
+from wsi_core.resolution import MPP
 from wsi_core.tiling.overlay_values import ValueCodes, encode_values, sort_keys
 
 # Pixel centres are tested at (c - EPS), which gives the half-open ownership described above

@@ -1,4 +1,6 @@
-"""tifffile backend: ``TiffSlide(path, mpp=None)``.
+"""tifffile backend: ``TiffReader(path, mpp=None)``.
+
+(Not the PyPI package ``tiffslide``, whose API differs; hence the name.)
 
 Reads OME-TIFF and plain TIFF, tiled or stripped, single image or pyramid. Pyramid levels are
 found, in order, as tifffile's series levels (SubIFDs, OME and Aperio pyramids, successive
@@ -33,9 +35,9 @@ import tifffile
 from defusedxml import ElementTree
 
 from wsi_core.errors import MissingMPPError, SlideError
+from wsi_core.reader import SlideReader, composite_over
 from wsi_core.remote import is_url, open_tiff_url
 from wsi_core.resolution import MPP, as_mpp_pair
-from wsi_core.reader import SlideReader, composite_over
 
 # Micrometres per ResolutionUnit; 1 (NONE) is absent on purpose: it carries no physical size.
 _MICROMETRES_PER_RESUNIT = {2: 25400.0, 3: 10_000.0, 4: 1000.0, 5: 1.0}
@@ -71,7 +73,7 @@ class _Level:
     decode: Callable[..., Any]
 
 
-class TiffSlide(SlideReader):
+class TiffReader(SlideReader):
     """A TIFF or OME-TIFF slide read with tifffile; one open ``TiffFile`` per reader.
 
     ``mpp`` (micrometres per level-0 pixel, float or ``(x, y)``) overrides what the file
