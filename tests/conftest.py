@@ -55,3 +55,22 @@ def s3_bucket(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch):
     finally:
         client.close()
         s3fs.S3FileSystem.clear_instance_cache()
+
+
+@pytest.fixture(scope="session")
+def postgres_url():
+    """A real PostgreSQL server on 127.0.0.1 and a free port for the whole session: a throwaway
+    cluster in a temporary directory (``tests/pg_server.py``), stopped and deleted at the end.
+    Yields ``postgresql://USER:PASSWORD@127.0.0.1:PORT/DB``; a test that needs rows of its own
+    takes ``pg_server.database(postgres_url)``. Skips, saying how to install it, where no
+    PostgreSQL server can be run; a server that is installed but fails to start is an error."""
+    from contextlib import ExitStack
+
+    from pg_server import PostgresUnavailable, postgres_server
+
+    with ExitStack() as stack:
+        try:
+            url = stack.enter_context(postgres_server())
+        except PostgresUnavailable as error:
+            pytest.skip(str(error))
+        yield url
