@@ -10,9 +10,9 @@ session; ``benchmarks`` can ``from tests.pg_server import postgres_server`` from
 The URL suits libpq and psycopg2; give SQLAlchemy (and so Dagster) ``sqlalchemy_url(url)``,
 since SQLAlchemy 2.1 reads a bare ``postgresql://`` as psycopg 3, which is not installed.
 
-Needs PostgreSQL 13 or later. PostgreSQL refuses to run as root: under uid 0 the server binaries run as the ``postgres``
-system user (which the Debian package creates) in a directory it owns. Nothing here installs
-anything; ``PostgresUnavailable`` says how to (and the fixture skips with that reason).
+Needs PostgreSQL 13 or later, which refuses to run as root: under uid 0 the server binaries
+run as the ``postgres`` system user (which the Debian package creates) in a directory it owns.
+Nothing here installs anything; ``PostgresUnavailable`` says how to (the fixture skips with it).
 """
 
 from __future__ import annotations
