@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import shapely
+from kernel_oracles import oracle_areas
 from shapely import GeometryCollection, LineString, MultiPolygon, Point, Polygon, box
-from shapely.affinity import affine_transform
 
 import wsi_core.tiling.annotations as annotations_module
 import wsi_core.tiling.rect_coverage as rect_coverage_module
@@ -18,20 +17,6 @@ GOLDEN_ORIGINS = [(0, 0), (8, 0), (0, 8), (8, 8)]
 
 def areas(geometries) -> np.ndarray:
     return np.array([g.area for g in geometries])
-
-
-def oracle_areas(annotations, roi, coordinates, downsample) -> np.ndarray:
-    """Per tile, area (level units) of union(annotation ∩ placed ROI): a plain loop over every
-    annotation, no spatial index, no fast path."""
-    dsx, dsy = (downsample, downsample) if np.ndim(downsample) == 0 else downsample
-    polygons = [a for a in annotations if a.geom_type in ("Polygon", "MultiPolygon")]
-    out = []
-    for x, y in coordinates:
-        placed = affine_transform(roi, [dsx, 0, 0, dsy, x * dsx, y * dsy])
-        pieces = [shapely.intersection(a, placed) for a in polygons]
-        union = shapely.union_all(pieces) if pieces else Polygon()
-        out.append(union.area / (dsx * dsy))
-    return np.array(out)
 
 
 # -- golden values ---------------------------------------------------------------------------

@@ -3,7 +3,7 @@
 * reading a source (local path, fsspec URL, UPath, or an open stream) into memory;
 * decoding JSON and (defused) XML into errors that name the file and the line/column;
 * regex filters matched against the whole value (``re.fullmatch``);
-* turning rings into *valid* shapely polygons, repairing invalid ones with ``make_valid``;
+* checking coordinates (polygons are built and repaired by :mod:`wsi_core.geometry`);
 * the parser base class with ``get_class_polygons`` and ``class_labels``.
 
 All coordinates are level-0 slide pixels (x = column, y = row), exactly as stored in the file.
@@ -19,7 +19,6 @@ import xml.etree.ElementTree as ET
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from enum import Enum
 from typing import IO, Any
 from xml.parsers.expat import ErrorString
 
@@ -27,16 +26,18 @@ import defusedxml
 import defusedxml.ElementTree as DefusedET
 import fsspec
 import numpy as np
-import shapely
-from shapely.geometry import MultiPolygon, Point, Polygon
+from shapely.geometry import Point
 from shapely.geometry.base import BaseGeometry
 
 from wsi_core.errors import AnnotationError
+from wsi_core.geometry import (
+    Outcome,
+    PolygonalGeometry,
+    finish_polygon,
+)
 
 Source = str | os.PathLike[str] | IO[str] | IO[bytes]
 """A local path, an fsspec URL (``s3://…``, ``file://…``), a UPath, or an open stream."""
-
-PolygonalGeometry = Polygon | MultiPolygon
 
 Pattern = str | re.Pattern[str]
 """A regular expression; it must match the *whole* value (``re.fullmatch``)."""
@@ -194,125 +195,6 @@ def finite_xy(name: str, where: str, x: Any, y: Any) -> tuple[float, float]:
     return fx, fy
 
 
-def ring_array(points: np.ndarray) -> np.ndarray | None:
-    """An ``(n, 2)`` float64 ring, or ``None`` when it has fewer than 3 distinct vertices.
-
-    A repeated closing vertex is allowed and kept (shapely accepts both spellings, and keeping it
-    keeps the file's vertex list unchanged).
-    """
-    points = np.asarray(points, dtype=np.float64).reshape(-1, 2)
-    body = points[:-1] if len(points) > 1 and np.array_equal(points[0], points[-1]) else points
-    if len(body) < 3:
-        return None
-    return points
-
-
-def polygon_from_parts(
-    parts: Sequence[tuple[np.ndarray | None, Sequence[np.ndarray | None]]],
-) -> PolygonalGeometry | None:
-    """A Polygon (one part) or MultiPolygon from ``(shell, holes)`` parts, vertices as given.
-
-    Parts without a usable shell are left out; holes with fewer than 3 vertices enclose nothing
-    and are left out. Returns ``None`` when nothing is left. The result may be invalid; see
-    :func:`finish_polygon`.
-    """
-    polygons = [
-        Polygon(shell, [hole for hole in holes if hole is not None])
-        for shell, holes in parts
-        if shell is not None
-    ]
-    if not polygons:
-        return None
-    if len(polygons) == 1:
-        return polygons[0]
-    return MultiPolygon(polygons)
-
-
-def polygon_from_rings(rings: Sequence[np.ndarray | None]) -> PolygonalGeometry | None:
-    """Assemble unordered rings into polygons by containment (even-odd nesting).
-
-    A ring inside an odd number of other rings is a hole of its smallest container; a ring
-    inside an even number (including none) is an exterior, so an island inside a hole is a
-    separate part. Rings keep their file order and orientation; exteriors come out in file
-    order. Rings that are themselves invalid, or that overlap without nesting, cannot be sorted
-    this way: then all rings are returned as one (invalid) MultiPolygon, and ``make_valid``
-    (linework) in :func:`finish_polygon` resolves it with the same even-odd rule.
-    """
-    usable = [ring for ring in rings if ring is not None]
-    if not usable:
-        return None
-    if len(usable) == 1:
-        return Polygon(usable[0])
-    polygons = [Polygon(ring) for ring in usable]
-    if not all(polygon.is_valid for polygon in polygons):
-        return MultiPolygon(polygons)
-    areas = np.array([polygon.area for polygon in polygons])
-    count = len(polygons)
-    containers: list[list[int]] = [[] for _ in range(count)]
-    outer, inner = shapely.STRtree(polygons).query(polygons, predicate="contains")
-    for j, i in zip(outer.tolist(), inner.tolist(), strict=True):
-        # Identical rings contain each other; the earlier one is taken as the container.
-        if i != j and (areas[j] > areas[i] or (areas[j] == areas[i] and j < i)):
-            containers[i].append(j)
-    depth = [len(found) for found in containers]
-    holes: dict[int, list[int]] = {i: [] for i in range(count) if depth[i] % 2 == 0}
-    for i in range(count):
-        if depth[i] % 2 == 1:
-            exterior_containers = [j for j in containers[i] if depth[j] % 2 == 0]
-            if not exterior_containers:
-                return MultiPolygon(polygons)
-            parent = min(exterior_containers, key=lambda j: areas[j])
-            holes[parent].append(i)
-    parts = [(usable[i], [usable[h] for h in sorted(holes[i])]) for i in sorted(holes)]
-    return polygon_from_parts(parts)
-
-
-class Outcome(Enum):
-    """What :func:`finish_polygon` did to a polygon."""
-
-    KEPT = "kept"
-    REPAIRED = "repaired"
-    DROPPED = "dropped"
-
-
-def _polygonal_parts(geometry: BaseGeometry) -> Iterable[Polygon]:
-    if isinstance(geometry, Polygon):
-        if not geometry.is_empty:
-            yield geometry
-    elif hasattr(geometry, "geoms"):
-        for part in geometry.geoms:
-            yield from _polygonal_parts(part)
-
-
-def _polygonal(geometry: BaseGeometry) -> PolygonalGeometry | None:
-    polygons = list(_polygonal_parts(geometry))
-    if not polygons:
-        return None
-    if len(polygons) == 1:
-        return polygons[0]
-    return MultiPolygon(polygons)
-
-
-def finish_polygon(raw: BaseGeometry | None) -> tuple[PolygonalGeometry | None, Outcome]:
-    """Return a valid Polygon/MultiPolygon for ``raw`` and what was done to it.
-
-    A valid polygon is returned as it is (same vertices, same order). An invalid one goes through
-    ``shapely.make_valid`` and only its polygonal part is kept (lines and points from collapsed
-    spikes carry no area). Nothing left means the polygon is dropped.
-    """
-    if raw is None or raw.is_empty:
-        return None, Outcome.DROPPED
-    if raw.is_valid:
-        return raw, Outcome.KEPT
-    fixed = _polygonal(shapely.make_valid(raw))
-    if fixed is not None and not fixed.is_valid:
-        # Polygonal parts of a GeometryCollection can share edges; their union cannot.
-        fixed = _polygonal(shapely.unary_union(list(_polygonal_parts(fixed))))
-    if fixed is None or fixed.is_empty:
-        return None, Outcome.DROPPED
-    return fixed, Outcome.REPAIRED
-
-
 # --------------------------------------------------------------------------------------------
 # Entries and the base class
 
@@ -343,11 +225,6 @@ class PointEntry:
     fields: Mapping[str, Any]
     label: str | None
     point: Point
-
-
-def box_polygon(x: float, y: float, width: float, height: float) -> Polygon:
-    """An axis-aligned box from its top-left corner, vertices clockwise on screen (y down)."""
-    return Polygon([(x, y), (x + width, y), (x + width, y + height), (x, y + height)])
 
 
 class AnnotationParser(ABC):

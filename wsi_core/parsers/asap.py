@@ -11,18 +11,16 @@ import numpy as np
 from shapely.geometry import Point
 
 from wsi_core.errors import AnnotationError
+from wsi_core.geometry import PolygonalGeometry, polygon_from_parts, ring_array
 from wsi_core.parsers._common import (
     AnnotationParser,
     Pattern,
     PointEntry,
-    PolygonalGeometry,
     PolygonEntry,
     compile_filters,
     field_value,
     filter_entries,
     load_xml,
-    polygon_from_parts,
-    ring_array,
 )
 
 _POLYGON_TYPES = frozenset({"polygon", "spline", "rectangle"})

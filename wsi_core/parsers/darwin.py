@@ -10,20 +10,17 @@ import numpy as np
 from shapely.geometry import Point
 
 from wsi_core.errors import AnnotationError
+from wsi_core.geometry import PolygonalGeometry, box_polygon, polygon_from_rings, ring_array
 from wsi_core.parsers._common import (
     JSONAnnotationParser,
     Pattern,
     PointEntry,
-    PolygonalGeometry,
     PolygonEntry,
-    box_polygon,
     compile_filters,
     field_value,
     filter_entries,
     finite_xy,
     label_or_none,
-    polygon_from_rings,
-    ring_array,
 )
 
 

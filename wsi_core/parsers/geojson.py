@@ -11,19 +11,17 @@ import numpy as np
 from shapely.geometry import Point
 
 from wsi_core.errors import AnnotationError
+from wsi_core.geometry import PolygonalGeometry, polygon_from_parts, ring_array
 from wsi_core.parsers._common import (
     JSONAnnotationParser,
     Pattern,
     PointEntry,
-    PolygonalGeometry,
     PolygonEntry,
     Source,
     compile_filters,
     filter_entries,
     finite_xy,
     label_or_none,
-    polygon_from_parts,
-    ring_array,
 )
 
 GEOMETRY_TYPES = frozenset(

@@ -12,8 +12,10 @@ Frames and units:
 :func:`tile_annotations` returns geometry in the ROI's frame (tile-relative level coords), so
 ``geometry.area / roi.area`` is the tile's coverage; :func:`annotation_coverage` returns those
 fractions for all tiles at once, computed by a faster route that gives the same numbers (to
-rounding, far below 1e-9): for an axis-aligned rectangular ROI the NumPy kernel in
-:mod:`wsi_core.tiling.rect_coverage`, for any other ROI the GEOS route in this module.
+rounding, far below 1e-9): for an axis-aligned rectangular ROI (exactly one, as
+:func:`wsi_core.geometry.is_axis_aligned_rectangle` decides for the overlay kernel too) the
+NumPy kernel in :mod:`wsi_core.tiling.rect_coverage`, for any other ROI the GEOS route in this
+module.
 
 Only polygonal annotation parts carry area: points and lines are ignored, geometry
 collections contribute their polygons, and an invalid polygon is repaired with ``make_valid``
@@ -30,7 +32,12 @@ import numpy as np
 import shapely
 from shapely import Geometry, MultiPolygon, Polygon
 
-from wsi_core.tiling.polygons import clip_pieces, explode_polygons, polygonal_part
+from wsi_core.geometry import (
+    clip_pieces,
+    is_axis_aligned_rectangle,
+    polygonal_part,
+    valid_polygon_parts,
+)
 from wsi_core.tiling.rect_coverage import RectCoverage
 
 Downsample = Union[float, Sequence[float], np.ndarray]
@@ -46,7 +53,8 @@ def _polygon_parts(annotations: Iterable[Geometry | None]) -> np.ndarray:
     """The annotations as an object array of valid, non-empty 2-D Polygons (level 0).
 
     Multi-part geometries and collections are exploded; points and lines are dropped; invalid
-    polygons are repaired with ``make_valid`` and their polygonal part kept.
+    polygons are repaired with ``make_valid`` and their polygonal part kept
+    (:func:`~wsi_core.geometry.valid_polygon_parts`).
     """
     items = [g for g in annotations if g is not None]
     for g in items:
@@ -54,12 +62,7 @@ def _polygon_parts(annotations: Iterable[Geometry | None]) -> np.ndarray:
             raise TypeError(f"annotations must be shapely geometries, got {type(g).__name__}")
     geoms = np.empty(len(items), dtype=object)
     geoms[:] = items
-    geoms = explode_polygons(shapely.force_2d(geoms))
-    invalid = ~shapely.is_valid(geoms)
-    if np.any(invalid):
-        repaired = explode_polygons(shapely.make_valid(geoms[invalid]))
-        geoms = np.concatenate([geoms[~invalid], repaired])
-    return geoms
+    return valid_polygon_parts(geoms)
 
 
 def _as_origins(coordinates: Iterable[Sequence[float]] | np.ndarray) -> np.ndarray:
@@ -96,16 +99,6 @@ def _check_roi(roi: Geometry) -> Geometry:
     if not roi.area > 0:
         raise ValueError("roi must have a positive area")
     return shapely.force_2d(roi)
-
-
-def _is_axis_aligned_rectangle(roi: Geometry) -> bool:
-    """Whether the ROI is one axis-aligned rectangle without holes (any frame)."""
-    if not isinstance(roi, Polygon) or len(roi.interiors):
-        return False
-    x0, y0, x1, y1 = roi.bounds
-    box_area = (x1 - x0) * (y1 - y0)
-    # A polygon inside its bounding box with the box's area is the box.
-    return abs(roi.area - box_area) <= 1e-12 * box_area
 
 
 def _place_rois(roi: Geometry, origins: np.ndarray, ds: tuple[float, float]) -> np.ndarray:
@@ -190,7 +183,7 @@ def _tile_geometries(
     scale = np.array(ds)
     offsets = np.repeat(origins[tiles], shapely.get_num_coordinates(candidates), axis=0)
     local = shapely.transform(candidates, lambda c: c / scale - offsets)
-    rect = roi.bounds if _is_axis_aligned_rectangle(roi) else None
+    rect = roi.bounds if is_axis_aligned_rectangle(roi) else None
     pieces = clip_pieces(local, roi, rect)
     unions = _union_by_tile(tiles, pieces, n)
     for i in range(n):
@@ -269,7 +262,7 @@ def annotation_coverage(
     n = len(origins)
     if n == 0 or len(parts) == 0:
         return np.zeros(n, dtype=np.float64)
-    if _is_axis_aligned_rectangle(roi):
+    if is_axis_aligned_rectangle(roi):
         coverage = RectCoverage(parts, roi.bounds, origins, ds).coverage()
     else:
         coverage = _general_coverage(parts, roi, origins, ds)

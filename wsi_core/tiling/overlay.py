@@ -20,6 +20,7 @@ import numpy as np
 import shapely
 from shapely.geometry.base import BaseGeometry
 
+from wsi_core.geometry import is_axis_aligned_rectangle
 from wsi_core.reader import SlideReader
 from wsi_core.resolution import MPP
 from wsi_core.tiling.overlay_values import ValueCodes, encode_values, sort_keys
@@ -111,14 +112,16 @@ def tile_overlay_overlap(
     ``0.0`` where a tile lacks it. A tile with no counted pixel (its ROI lies off the overlay)
     gives ``None``.
 
-    A rectangular ROI is counted from block sums between the tiles' edges over each read of the
-    overlay level, with no per-tile mask; other ROIs rasterise one mask per distinct sub-pixel
-    placement. Both count exactly the pixels :func:`tile_overlay` leaves unmasked.
+    An axis-aligned rectangular ROI (:func:`~wsi_core.geometry.is_axis_aligned_rectangle`, the
+    same test as the coverage kernel's) is counted from block sums between the tiles' edges
+    over each read of the overlay level, with no per-tile mask; other ROIs rasterise one mask
+    per distinct sub-pixel placement. Both count exactly the pixels :func:`tile_overlay` leaves
+    unmasked.
     """
     tiles = _TileInputs.of(overlay_path, tile_x, tile_y, mpp_x, mpp_y)
     keys: dict[str, int] = {}
     bands: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
-    count = _count_box if _is_axis_aligned_box(roi) else _count_masked
+    count = _count_box if is_axis_aligned_rectangle(roi) else _count_masked
     for slide, windows in _groups(roi, tiles, overlay_mpp):
         for rows, region, rx, ry in _read_bands(slide, windows):
             values = encode_values(region)
@@ -250,12 +253,6 @@ def _bands(rows: np.ndarray, x0, x1, y0, y1):
 def _empty_region(slide: SlideReader, level: int) -> np.ndarray:
     """A 0x0 region with the level's sample layout, for tiles whose window misses the image."""
     return slide.read_level_region(level, 0, 0, 1, 1)[:0, :0]
-
-
-def _is_axis_aligned_box(roi: BaseGeometry) -> bool:
-    return bool(
-        roi.geom_type == "Polygon" and roi.equals(shapely.box(*roi.bounds)) and not roi.interiors
-    )
 
 
 def _inside(roi: BaseGeometry, windows: _Windows, row: int) -> np.ndarray:

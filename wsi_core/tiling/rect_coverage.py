@@ -14,7 +14,7 @@ from typing import NamedTuple
 import numpy as np
 import shapely
 
-from wsi_core.tiling.polygons import clip_pieces, polygonal_part
+from wsi_core.geometry import clip_pieces, polygonal_part
 from wsi_core.tiling.ragged import group_bounds, ragged_expand, sum_by
 from wsi_core.tiling.tile_buckets import TileBuckets
 from wsi_core.tiling.tile_union import TileUnion
