@@ -5,8 +5,8 @@ geometry in level-0 slide pixels (x = column, y = row), vertices in file order. 
 regular expressions matched against the whole value (``re.fullmatch``).
 """
 
-from wsi_core.parsers._common import AnnotationParser, InvalidGeometryWarning
 from wsi_core.parsers.asap import ASAPParser
+from wsi_core.parsers.base import AnnotationParser, InvalidGeometryWarning
 from wsi_core.parsers.darwin import Darwin7JSONParser
 from wsi_core.parsers.detect import open_annotations
 from wsi_core.parsers.empaia import EMPAIAParser

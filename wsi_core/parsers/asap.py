@@ -12,16 +12,9 @@ from shapely.geometry import Point
 
 from wsi_core.errors import AnnotationError
 from wsi_core.geometry import PolygonalGeometry, polygon_from_parts, ring_array
-from wsi_core.parsers._common import (
-    AnnotationParser,
-    Pattern,
-    PointEntry,
-    PolygonEntry,
-    compile_filters,
-    field_value,
-    filter_entries,
-    load_xml,
-)
+from wsi_core.parsers.base import AnnotationParser, PointEntry, PolygonEntry
+from wsi_core.parsers.decode import load_xml
+from wsi_core.parsers.filters import Pattern, compile_filters, field_value, filter_entries
 
 _POLYGON_TYPES = frozenset({"polygon", "spline", "rectangle"})
 _POINT_TYPES = frozenset({"point", "dot", "pointset"})

@@ -8,17 +8,13 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from wsi_core.errors import AnnotationError
-from wsi_core.parsers._common import (
-    AnnotationParser,
-    JSONAnnotationParser,
-    Source,
-    load_json,
-    read_source,
-)
 from wsi_core.parsers.asap import ASAPParser
+from wsi_core.parsers.base import AnnotationParser, JSONAnnotationParser
 from wsi_core.parsers.darwin import Darwin7JSONParser
+from wsi_core.parsers.decode import load_json
 from wsi_core.parsers.empaia import EMPAIAParser
 from wsi_core.parsers.geojson import GEOMETRY_TYPES, GeoJSONParser
+from wsi_core.parsers.source import Source, read_source
 
 _JSON_SUFFIXES = frozenset({".json", ".geojson"})
 _FORMATS = "ASAP XML, GeoJSON, V7 Darwin JSON or EMPAIA JSON"

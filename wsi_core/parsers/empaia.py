@@ -11,17 +11,9 @@ from shapely.geometry import Point
 
 from wsi_core.errors import AnnotationError
 from wsi_core.geometry import PolygonalGeometry, box_polygon, polygon_from_parts, ring_array
-from wsi_core.parsers._common import (
-    JSONAnnotationParser,
-    Pattern,
-    PointEntry,
-    PolygonEntry,
-    compile_filters,
-    field_value,
-    filter_entries,
-    finite_xy,
-    label_or_none,
-)
+from wsi_core.parsers.base import JSONAnnotationParser, PointEntry, PolygonEntry, label_or_none
+from wsi_core.parsers.decode import finite_xy
+from wsi_core.parsers.filters import Pattern, compile_filters, field_value, filter_entries
 
 
 class EMPAIAParser(JSONAnnotationParser):

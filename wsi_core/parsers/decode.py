@@ -1,0 +1,81 @@
+"""Decoding annotation files into Python values, with errors that name the file and the place.
+
+JSON keeps the file's own encoding (UTF-8, -16 or -32, with or without BOM); XML is parsed with
+defusedxml, so entity declarations and external references are refused; a coordinate must be a
+finite number. Every failure is an :class:`~wsi_core.errors.AnnotationError` naming the file
+and the line and column (JSON, XML) or the place in the document (coordinates).
+"""
+
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ET
+from typing import Any
+from xml.parsers.expat import ErrorString
+
+import defusedxml
+import defusedxml.ElementTree as DefusedET
+import numpy as np
+
+from wsi_core.errors import AnnotationError
+
+
+def _strip_bom(text: str) -> str:
+    return text[1:] if text.startswith("\ufeff") else text
+
+
+def load_json(name: str, data: bytes | str) -> Any:
+    """Decode JSON, raising :class:`AnnotationError` with the line and column on failure."""
+    try:
+        if isinstance(data, (bytes, bytearray)):
+            # json.loads on bytes detects UTF-8 (with or without BOM), UTF-16 and UTF-32.
+            return json.loads(data)
+        return json.loads(_strip_bom(data))
+    except json.JSONDecodeError as error:
+        raise AnnotationError(
+            name, f"malformed JSON at line {error.lineno}, column {error.colno}: {error.msg}"
+        ) from None
+    except UnicodeDecodeError as error:
+        raise AnnotationError(
+            name, f"not valid text at byte {error.start}: {error.reason}"
+        ) from None
+    except RecursionError:
+        raise AnnotationError(name, "JSON nested too deeply to be an annotation file") from None
+
+
+def load_xml(name: str, data: bytes | str) -> ET.Element:
+    """Parse XML with defusedxml: no entity declarations, no external references.
+
+    Raises :class:`AnnotationError` naming the file and, for malformed XML, the line and the
+    1-based column; an entity or external-reference document (billion laughs, XXE) is refused.
+    """
+    if isinstance(data, str):
+        data = _strip_bom(data)
+    try:
+        return DefusedET.fromstring(
+            data, forbid_dtd=False, forbid_entities=True, forbid_external=True
+        )
+    except ET.ParseError as error:
+        line, column = error.position
+        reason = ErrorString(error.code) if error.code else str(error)
+        raise AnnotationError(
+            name, f"malformed XML at line {line}, column {column + 1}: {reason}"
+        ) from None
+    except defusedxml.DefusedXmlException as error:
+        raise AnnotationError(
+            name,
+            f"refused unsafe XML ({type(error).__name__}: {error}); entity declarations and "
+            "external references are not allowed in annotation files",
+        ) from None
+
+
+def finite_xy(name: str, where: str, x: Any, y: Any) -> tuple[float, float]:
+    """``(x, y)`` as floats, or an :class:`AnnotationError` naming the place."""
+    for value in (x, y):
+        # bool is an int subclass; True as a coordinate is a broken file, not 1.0.
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise AnnotationError(name, f"{where}: coordinate {value!r} is not a number")
+    fx, fy = float(x), float(y)
+    if not (np.isfinite(fx) and np.isfinite(fy)):
+        raise AnnotationError(name, f"{where}: coordinate ({x!r}, {y!r}) is not finite")
+    return fx, fy
