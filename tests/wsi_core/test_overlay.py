@@ -10,6 +10,7 @@ import pytest
 from kernel_oracles import as_fractions, check_against_oracle, oracle_counts
 from shapely.geometry import Point, Polygon, box
 
+import wsi_core.tiling.overlay as overlay_module
 from wsi_core.synthetic import write_pyramid_tiff
 from wsi_core.tiling import tile_overlay, tile_overlay_overlap
 
@@ -213,3 +214,35 @@ def test_pixel_centres_on_roi_edges_follow_the_window_rounding(tmp_path):
     assert tile_overlay_overlap(diamond_ish, str(path), [0], [0], 1.0, 1.0) == [{"9": 1.0}]
     patch = tile_overlay(square, str(path), [0], [0], 1.0, 1.0)[0]
     assert patch.data.tolist() == [[9]] and patch.mask.tolist() == [[False]]
+
+
+def test_masks_are_cached_per_placement_and_bounded(mask_pyramid):
+    """Tiles on a regular grid share a few sub-pixel placements: one mask each, reused, in a
+    bounded cache; a shared mask is read-only, and patches get arrays of their own."""
+    path, image = mask_pyramid
+    roi = Point(256, 256).buffer(200, quad_segs=32)
+    tiles = [(x, y) for y in range(0, 4800, 512) for x in range(0, 6400, 512)]
+    overlay_module._rasterise.cache_clear()
+    check_against_oracle(path, image, roi, tiles, 0.25, 4.0)
+    info = overlay_module._rasterise.cache_info()
+    assert info.maxsize == overlay_module.MASK_CACHE_SIZE
+    assert 0 < info.currsize == info.misses < 4 and info.hits > len(tiles)
+    shared = overlay_module._rasterise(roi.wkb, (1 / 16, 1 / 16), 0.0, 0.0, 32, 32)
+    assert not shared.flags.writeable
+    patch = tile_overlay(roi, str(path), [512], [512], 0.25, 0.25)[0]
+    assert patch.mask.flags.writeable
+    patch.mask[:] = True  # the caller's to change; the cached mask is untouched
+    assert shared is overlay_module._rasterise(roi.wkb, (1 / 16, 1 / 16), 0.0, 0.0, 32, 32)
+    assert not shared.all()
+
+
+def test_mask_cache_is_bounded(mask_pyramid):
+    path, _ = mask_pyramid
+    roi = Point(8, 8).buffer(7.3)
+    overlay_module._rasterise.cache_clear()
+    # At 1.2345 um/px on the 4 um/px level every tile has its own sub-pixel placement.
+    xs = list(range(overlay_module.MASK_CACHE_SIZE + 50))
+    tile_overlay_overlap(roi, str(path), xs, 0, 1.2345, 1.2345)
+    info = overlay_module._rasterise.cache_info()
+    assert info.misses > overlay_module.MASK_CACHE_SIZE
+    assert info.currsize == overlay_module.MASK_CACHE_SIZE

@@ -12,6 +12,7 @@ rectangular ROI therefore counts exactly the pixels of its rounded window.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from typing import Any, NamedTuple
@@ -32,6 +33,10 @@ EPS = 1e-6
 # One read covers the windows of many tiles; above this many pixels the tiles are split into
 # row bands that are read one at a time, so a full-resolution overlay is never held at once.
 READ_BUDGET_PIXELS = 64 * 1024 * 1024
+
+# Distinct ROI placements whose masks are kept (least recently used dropped first); a regular
+# grid has only a few, so this bounds memory for irregular tile origins.
+MASK_CACHE_SIZE = 256
 
 
 class OverlayPatch(NamedTuple):
@@ -256,9 +261,10 @@ def _empty_region(slide: SlideReader, level: int) -> np.ndarray:
 
 
 def _inside(roi: BaseGeometry, windows: _Windows, row: int) -> np.ndarray:
-    """Bool ``(height, width)``: window pixels whose centre is inside the ROI."""
+    """Bool ``(height, width)``: window pixels whose centre is inside the ROI. Read-only: the
+    array may be shared with other tiles."""
     return _rasterise(
-        roi,
+        roi.wkb,
         windows.scale,
         float(windows.offset_x[row]),
         float(windows.offset_y[row]),
@@ -267,33 +273,31 @@ def _inside(roi: BaseGeometry, windows: _Windows, row: int) -> np.ndarray:
     )
 
 
-_MASK_CACHE: dict[tuple, np.ndarray] = {}
-
-
+@functools.lru_cache(maxsize=MASK_CACHE_SIZE)
 def _rasterise(
-    roi: BaseGeometry,
+    roi_wkb: bytes,
     scale: tuple[float, float],
     offset_x: float,
     offset_y: float,
     width: int,
     height: int,
 ) -> np.ndarray:
-    """Rasterise the ROI scaled into overlay pixels and shifted by the tile's sub-pixel offset.
+    """Rasterise the ROI (tile-relative pixels of the tiled level, given as WKB so that the
+    arguments hash) into a ``(height, width)`` window of overlay-level pixels: scaled by
+    ``scale`` (overlay pixels per tile pixel) and shifted by the tile's sub-pixel offset
+    ``(offset_x, offset_y)`` in overlay pixels.
 
-    Tiles on a regular grid share a few offsets, so the masks are cached per placement."""
-    key = (roi.wkb, scale, offset_x, offset_y, width, height)
-    mask = _MASK_CACHE.get(key)
-    if mask is None:
-        placed = shapely.transform(
-            roi, lambda c: c * np.array(scale) + np.array([offset_x, offset_y])
-        )
-        shapely.prepare(placed)
-        cx = np.arange(width) + 0.5 - EPS
-        cy = np.arange(height) + 0.5 - EPS
-        mask = shapely.contains_xy(placed, cx[None, :], cy[:, None])
-        if len(_MASK_CACHE) > 256:
-            _MASK_CACHE.clear()
-        _MASK_CACHE[key] = mask
+    Tiles on a regular grid share a few placements, so the masks are cached per placement;
+    they are returned read-only because every tile with that placement gets the same array.
+    """
+    placed = shapely.transform(
+        shapely.from_wkb(roi_wkb), lambda c: c * np.array(scale) + np.array([offset_x, offset_y])
+    )
+    shapely.prepare(placed)
+    cx = np.arange(width) + 0.5 - EPS
+    cy = np.arange(height) + 0.5 - EPS
+    mask = shapely.contains_xy(placed, cx[None, :], cy[:, None])
+    mask.flags.writeable = False
     return mask
 
 
