@@ -8,7 +8,8 @@ paths only; other formats raise :class:`~wsi_core.errors.LocalCopyRequired`.
 
 from __future__ import annotations
 
-from typing import IO
+from collections.abc import Mapping
+from typing import IO, Any
 
 from wsi_core.errors import LocalCopyRequired, SlideError
 
@@ -30,8 +31,10 @@ def is_url(path: str) -> bool:
     return "://" in path
 
 
-def open_tiff_url(url: str) -> IO[bytes]:
+def open_tiff_url(url: str, storage_options: Mapping[str, Any] | None = None) -> IO[bytes]:
     """A seekable binary file for the TIFF at ``url``, reading through a block cache.
+
+    ``storage_options`` go to the URL's fsspec filesystem (endpoint, credentials, ...).
 
     Raises :class:`SlideError` (naming ``url``) when there is no such file and
     :class:`LocalCopyRequired` when the file is not a TIFF. Other ``OSError`` (denied,
@@ -39,7 +42,7 @@ def open_tiff_url(url: str) -> IO[bytes]:
     """
     import fsspec
 
-    fs, inner = fsspec.core.url_to_fs(url)
+    fs, inner = fsspec.core.url_to_fs(url, **(storage_options or {}))
     try:
         # Filesystems without buffered files (memory, local) ignore the cache arguments.
         handle = fs.open(

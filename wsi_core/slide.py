@@ -9,6 +9,8 @@ micrometres per level-0 pixel.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
+from typing import Any
 
 import openslide as _openslide
 import tifffile
@@ -46,7 +48,12 @@ def _is_ome_tiff(path: str) -> bool:
         return False
 
 
-def open_slide(path: str | os.PathLike[str], mpp: MPP | None = None) -> SlideReader:
+def open_slide(
+    path: str | os.PathLike[str],
+    mpp: MPP | None = None,
+    *,
+    storage_options: Mapping[str, Any] | None = None,
+) -> SlideReader:
     """Open ``path`` with the backend that reads it best.
 
     tifffile (:class:`~wsi_core.tiff_reader.TiffReader`) for TIFF files that OpenSlide does not
@@ -59,10 +66,12 @@ def open_slide(path: str | os.PathLike[str], mpp: MPP | None = None) -> SlideRea
     ``path`` may be an fsspec URL (any string with ``://``): TIFF-family files, Aperio SVS
     included, are then read by range requests with tifffile. Formats OpenSlide would read
     raise :class:`~wsi_core.errors.LocalCopyRequired` (a ``SlideError``) naming the URL.
+    ``storage_options`` go to the URL's fsspec filesystem (endpoint, credentials; see
+    :mod:`wsi_core.remote`); a local path ignores them.
     """
     name = os.fspath(path)
     if is_url(name):
-        return _open_url(name, mpp)
+        return _open_url(name, mpp, storage_options)
     if not os.path.exists(name):
         raise SlideError(name, "no such file")
     if not os.path.isfile(name):
@@ -80,11 +89,12 @@ def open_slide(path: str | os.PathLike[str], mpp: MPP | None = None) -> SlideRea
     return OpenSlide(name, mpp=mpp)
 
 
-def _open_url(url: str, mpp: MPP | None) -> SlideReader:
+def _open_url(url: str, mpp: MPP | None, storage_options: Mapping[str, Any] | None) -> SlideReader:
     """The TIFF at ``url`` as :class:`~wsi_core.tiff_reader.TiffReader`, unless a local path
     would have gone to OpenSlide (then :class:`LocalCopyRequired`), so that a URL and a local
     copy of the same file give the same reader, vendor and levels."""
-    slide = TiffReader(url, mpp=mpp)  # raises LocalCopyRequired for files that are no TIFF
+    # TiffReader raises LocalCopyRequired for files that are no TIFF at all.
+    slide = TiffReader(url, mpp=mpp, storage_options=storage_options)
     flavour = _OPENSLIDE_TIFF_KINDS.get(slide.tiff_kind)
     if flavour is None and slide.software.startswith("MedScan"):  # OpenSlide's Trestle test
         flavour = "Trestle TIFF"

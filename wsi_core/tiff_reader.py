@@ -1,4 +1,4 @@
-"""tifffile backend: ``TiffReader(path, mpp=None)``.
+"""tifffile backend: ``TiffReader(path, mpp=None, *, storage_options=None)``.
 
 (Not the PyPI package ``tiffslide``, whose API differs; hence the name.)
 
@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 import os
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import IO, Any
 
@@ -77,12 +77,20 @@ class TiffReader(SlideReader):
     """A TIFF or OME-TIFF slide read with tifffile; one open ``TiffFile`` per reader.
 
     ``mpp`` (micrometres per level-0 pixel, float or ``(x, y)``) overrides what the file
-    records. Reads are serialised on the file handle and decoded outside the lock, so one
-    reader can be shared by threads.
+    records. ``storage_options`` go to fsspec when ``path`` is a URL (endpoint, credentials;
+    see :mod:`wsi_core.remote`) and are ignored for a local path. Reads are serialised on the
+    file handle and decoded outside the lock, so one reader can be shared by threads.
     """
 
-    def __init__(self, path: str | os.PathLike[str], mpp: MPP | None = None) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        mpp: MPP | None = None,
+        *,
+        storage_options: Mapping[str, Any] | None = None,
+    ) -> None:
         self.path = os.fspath(path)
+        self._storage_options = storage_options
         self._tif: tifffile.TiffFile | None = None
         self._file: IO[bytes] | None = None  # the fsspec file of a URL; tifffile won't close it
         self._mpp_override = None if mpp is None else as_mpp_pair(mpp)
@@ -174,7 +182,7 @@ class TiffReader(SlideReader):
         requests with a block cache, see :mod:`wsi_core.remote`)."""
         source: str | IO[bytes] = self.path
         if is_url(self.path):
-            self._file = source = open_tiff_url(self.path)
+            self._file = source = open_tiff_url(self.path, self._storage_options)
         elif not os.path.exists(self.path):
             raise SlideError(self.path, "no such file")
         try:

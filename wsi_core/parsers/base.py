@@ -64,12 +64,14 @@ class AnnotationParser(ABC):
     number of queries. Geometry is in level-0 pixels, as stored in the file.
 
     ``path`` is the file's path or URL (``"<stream>"`` for an unnamed stream).
+    ``storage_options`` go to fsspec when the source is a URL (endpoint, credentials; see
+    :mod:`wsi_core.remote`).
     """
 
     path: str
 
-    def __init__(self, source: Source) -> None:
-        name, data = read_source(source)
+    def __init__(self, source: Source, *, storage_options: Mapping[str, Any] | None = None) -> None:
+        name, data = read_source(source, storage_options)
         self._start(name)
         self._load(data)
 

@@ -15,13 +15,14 @@ from wsi_core.parsers.decode import load_json
 from wsi_core.parsers.empaia import EMPAIAParser
 from wsi_core.parsers.geojson import GEOMETRY_TYPES, GeoJSONParser
 from wsi_core.parsers.source import Source, read_source
+from wsi_core.remote import is_url
 
 _JSON_SUFFIXES = frozenset({".json", ".geojson"})
 _FORMATS = "ASAP XML, GeoJSON, V7 Darwin JSON or EMPAIA JSON"
 
 
 def _suffix(name: str) -> str:
-    path = urlsplit(name).path if "://" in name else name
+    path = urlsplit(name).path if is_url(name) else name
     return os.path.splitext(path)[1].lower()
 
 
@@ -57,15 +58,19 @@ def json_parser_class(document: Any) -> type[JSONAnnotationParser] | None:
     return None
 
 
-def open_annotations(source: Source) -> AnnotationParser:
+def open_annotations(
+    source: Source, *, storage_options: Mapping[str, Any] | None = None
+) -> AnnotationParser:
     """Open an annotation file with the parser its format needs.
 
     ``.xml`` is ASAP. ``.json`` and ``.geojson`` are told apart by content (see
     :func:`json_parser_class`). Any other extension (or a stream) is sniffed: ``<`` starts ASAP
     XML, ``{`` or ``[`` JSON. A file that fits no format raises
     :class:`~wsi_core.errors.AnnotationError` naming it. The file is read and decoded once.
+    ``storage_options`` go to fsspec when ``source`` is a URL (endpoint, credentials; see
+    :mod:`wsi_core.remote`).
     """
-    name, data = read_source(source)
+    name, data = read_source(source, storage_options)
     suffix = _suffix(name)
     first = _first_character(data)
     if suffix == ".xml" or (suffix not in _JSON_SUFFIXES and first == "<"):

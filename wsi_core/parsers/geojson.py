@@ -120,9 +120,15 @@ class GeoJSONParser(JSONAnnotationParser):
     # open_annotations builds parsers without __init__; they read the default class fields.
     _class_property: str | None = None
 
-    def __init__(self, source: Source, *, class_property: str | None = None) -> None:
+    def __init__(
+        self,
+        source: Source,
+        *,
+        class_property: str | None = None,
+        storage_options: Mapping[str, Any] | None = None,
+    ) -> None:
         self._class_property = class_property
-        super().__init__(source)
+        super().__init__(source, storage_options=storage_options)
 
     # Reading -----------------------------------------------------------------------------
 

@@ -7,6 +7,7 @@ so they are read into memory at once and decoded from there (:mod:`wsi_core.pars
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from typing import IO, Any
 
 import fsspec
@@ -33,19 +34,25 @@ def source_name(source: Any) -> str:
     return str(source)
 
 
-def read_source(source: Any) -> tuple[str, bytes | str]:
+def read_source(
+    source: Any, storage_options: Mapping[str, Any] | None = None
+) -> tuple[str, bytes | str]:
     """Read the whole of ``source``; return ``(name, content)``.
 
     Content is bytes for paths and URLs (so the JSON and XML decoders can honour the file's own
     encoding) and whatever the stream gives for streams. Annotation files are small next to the
     slides they describe, so reading them whole is the simple and fast choice.
+
+    ``storage_options`` go to fsspec when ``source`` is a URL string (endpoint, credentials;
+    see :mod:`wsi_core.remote`). Local paths and streams have no use for them, and a UPath
+    carries its own, so those ignore them.
     """
     name = source_name(source)
     if hasattr(source, "read"):
         return name, source.read()
     if isinstance(source, str):
         if is_url(source):
-            with fsspec.open(source, "rb") as handle:
+            with fsspec.open(source, "rb", **(storage_options or {})) as handle:
                 return name, handle.read()
         with open(source, "rb") as handle:
             return name, handle.read()

@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import math
 import os
+from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -75,6 +76,7 @@ def tile_overlay(
     mpp_y: Any,
     *,
     overlay_mpp: MPP | None = None,
+    storage_options: Mapping[str, Any] | None = None,
 ) -> list[OverlayPatch]:
     """The overlay patch under the ROI of every tile.
 
@@ -86,13 +88,15 @@ def tile_overlay(
         mpp_x, mpp_y: Micrometres per pixel of the tiled level (scalar or per tile).
         overlay_mpp: Base (level-0) micrometres per pixel of the overlay, for files that do not
             record it or record a wrong one.
+        storage_options: fsspec options for overlays named by URL (endpoint, credentials; see
+            :mod:`wsi_core.remote`), passed to :func:`~wsi_core.slide.open_slide`.
 
     Returns:
         One :class:`OverlayPatch` per tile, in input order.
     """
     tiles = _TileInputs.of(overlay_path, tile_x, tile_y, mpp_x, mpp_y)
     patches: list[OverlayPatch | None] = [None] * tiles.count
-    for slide, windows in _groups(roi, tiles, overlay_mpp):
+    for slide, windows in _groups(roi, tiles, overlay_mpp, storage_options):
         for rows, region, rx, ry in _read_bands(slide, windows):
             for i in rows:
                 patches[windows.index[i]] = _patch(roi, windows, i, region, rx, ry, slide)
@@ -108,6 +112,7 @@ def tile_overlay_overlap(
     mpp_y: Any,
     *,
     overlay_mpp: MPP | None = None,
+    storage_options: Mapping[str, Any] | None = None,
 ) -> list[dict[str, float] | None]:
     """The fraction of each tile's counted overlay pixels that holds each overlay value.
 
@@ -127,7 +132,7 @@ def tile_overlay_overlap(
     keys: dict[str, int] = {}
     bands: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
     count = _count_box if is_axis_aligned_rectangle(roi) else _count_masked
-    for slide, windows in _groups(roi, tiles, overlay_mpp):
+    for slide, windows in _groups(roi, tiles, overlay_mpp, storage_options):
         for rows, region, rx, ry in _read_bands(slide, windows):
             values = encode_values(region)
             columns = np.array(
@@ -173,7 +178,12 @@ def _is_sequence(value: Any) -> bool:
     return not isinstance(value, (str, bytes, os.PathLike)) and np.ndim(value) > 0
 
 
-def _groups(roi: BaseGeometry, tiles: _TileInputs, overlay_mpp: MPP | None):
+def _groups(
+    roi: BaseGeometry,
+    tiles: _TileInputs,
+    overlay_mpp: MPP | None,
+    storage_options: Mapping[str, Any] | None,
+):
     """Yield ``(slide, windows)`` per overlay file and level; each file is opened once."""
     # Imported here: the factory loads both backends (OpenSlide's C library, tifffile), which
     # ``import wsi_core.tiling`` for grid_tiles alone should not pay for.
@@ -184,7 +194,7 @@ def _groups(roi: BaseGeometry, tiles: _TileInputs, overlay_mpp: MPP | None):
         by_path.setdefault(path, []).append(i)
     for path, members in by_path.items():
         index = np.asarray(members)
-        with open_slide(path, mpp=overlay_mpp) as slide:
+        with open_slide(path, mpp=overlay_mpp, storage_options=storage_options) as slide:
             pairs = np.stack([tiles.mpp_x[index], tiles.mpp_y[index]], axis=1)
             for pair in np.unique(pairs, axis=0):
                 same = index[(pairs == pair).all(axis=1)]
