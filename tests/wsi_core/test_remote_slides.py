@@ -5,6 +5,7 @@ A URL must give what the local file gives: same levels, resolution, vendor and s
 
 from __future__ import annotations
 
+import ast
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -15,7 +16,9 @@ import numpy as np
 import pytest
 import tifffile
 
+import wsi_core
 from wsi_core.errors import LocalCopyRequired, SlideError
+from wsi_core.remote import is_url
 from wsi_core.slide import open_slide
 from wsi_core.synthetic import write_pyramid_tiff
 from wsi_core.tiff_reader import TiffReader
@@ -228,3 +231,36 @@ def test_tiff_flavours_openslide_claims_need_a_local_copy(memory, tmp_path):
         open_slide(url)
     with TiffReader(url) as slide:  # the tifffile reader itself still reads it, if asked
         assert slide.level_dimensions == ((64, 64),)
+
+
+# One URL predicate ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("location", "url"),
+    [
+        ("s3://bucket/slide.svs", True),
+        ("memory://folder/slide.tiff", True),
+        ("file:///data/slide.tiff", True),
+        ("/data/slide.tiff", False),
+        ("slides/a:b.tiff", False),
+        ("C:\\slides\\slide.tiff", False),
+    ],
+)
+def test_is_url(location, url):
+    assert is_url(location) is url
+
+
+def test_is_url_is_the_only_url_test_in_wsi_core():
+    """No module but wsi_core.remote tests for ``"://"`` by hand."""
+    root = Path(wsi_core.__file__).parent
+    found = []
+    for path in sorted(root.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if (
+                isinstance(node, ast.Compare)
+                and isinstance(node.left, ast.Constant)
+                and node.left.value == "://"
+            ):
+                found.append(f"{path.relative_to(root)}:{node.lineno}")
+    assert len(found) == 1 and found[0].startswith("remote.py:"), found
