@@ -44,9 +44,9 @@ def baseline(path: str, roi, xs: np.ndarray, ys: np.ndarray) -> list[dict[str, f
         level = slide.closest_level(TILE_MPP)
         scale = TILE_MPP / slide.slide_resolution(level)[0]
         width, height = slide.level_dimensions[level]
-        min_x, min_y, max_x, max_y = roi.bounds
+        min_x, min_y, max_x, _ = roi.bounds  # a square ROI: one size for both axes
         size = int(np.floor((max_x - min_x) * scale + 0.5))
-        for x, y in zip(xs.tolist(), ys.tolist()):
+        for x, y in zip(xs.tolist(), ys.tolist(), strict=True):
             wx, wy = (
                 int(np.floor((x + min_x) * scale + 0.5)),
                 int(np.floor((y + min_y) * scale + 0.5)),
@@ -60,7 +60,10 @@ def baseline(path: str, roi, xs: np.ndarray, ys: np.ndarray) -> list[dict[str, f
             cx, cy = np.meshgrid(np.arange(x0, x1) + 0.5, np.arange(y0, y1) + 0.5)
             inside = shapely.contains_xy(placed, cx, cy)
             values, counts = np.unique(data[inside], return_counts=True)
-            out.append({str(v): c / counts.sum() for v, c in zip(values.tolist(), counts.tolist())})
+            total = counts.sum()
+            out.append(
+                {str(v): c / total for v, c in zip(values.tolist(), counts.tolist(), strict=True)}
+            )
     return out
 
 
@@ -88,7 +91,7 @@ def run() -> list[dict]:
         base_s, base = timed(baseline, path, square, xs, ys)
         rows = [("overlay: per-tile read + mask + unique (baseline)", base_s)]
         fast_s, fast = timed(tile_overlay_overlap, square, path, xs, ys, TILE_MPP, TILE_MPP)
-        for b, f in zip(base, fast):
+        for b, f in zip(base, fast, strict=True):
             assert all(abs(f.get(k, 0.0) - v) < 1e-12 for k, v in b.items()), (b, f)
         rows.append(("overlay: tile_overlay_overlap, box ROI (block sums)", fast_s))
         circ_s, _ = timed(tile_overlay_overlap, circle, path, xs, ys, TILE_MPP, TILE_MPP)

@@ -66,7 +66,7 @@ class OpenSlide(openslide.OpenSlide, SlideReader):
 
     def _level0_location(self, level: int, x: int, y: int) -> tuple[int, int]:
         downsample = self.level_downsamples[level]
-        return int(round(x * downsample)), int(round(y * downsample))
+        return round(x * downsample), round(y * downsample)
 
     def _paint_tile(
         self,

@@ -17,6 +17,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from types import TracebackType
+from typing import Literal
 
 import numpy as np
 
@@ -50,7 +51,7 @@ class SlideReader(LevelsMixin, ABC):
 
     @property
     @abstractmethod
-    def level_downsamples(self) -> tuple[float, ...]:  # type: ignore[override]
+    def level_downsamples(self) -> tuple[float, ...]:
         """Level-0 pixels per level pixel, one per level (level 0 gives 1.0)."""
 
     @property
@@ -113,8 +114,9 @@ class SlideReader(LevelsMixin, ABC):
         exc_type: type[BaseException] | None,
         exc: BaseException | None,
         tb: TracebackType | None,
-    ) -> None:
+    ) -> Literal[False]:
         self.close()
+        return False  # exceptions raised in the with block propagate
 
     # Helpers shared by the backends ---------------------------------------------------------
 

@@ -15,10 +15,11 @@ MPP = float | tuple[float, float] | Sequence[float]
 
 def as_mpp_pair(mpp: MPP) -> tuple[float, float]:
     """``mpp`` as an ``(x, y)`` pair of floats; a scalar applies to both axes."""
-    if np.ndim(mpp) == 0:
-        value = float(mpp)  # type: ignore[arg-type]
+    values = np.asarray(mpp, dtype=np.float64)
+    if values.ndim == 0:
+        value = float(values)
         return value, value
-    x, y = mpp  # type: ignore[misc]
+    x, y = values
     return float(x), float(y)
 
 
@@ -39,7 +40,9 @@ class LevelsMixin:
     """``closest_level`` and ``slide_resolution`` for any reader that has
     ``level_downsamples`` and an ``mpp`` property (base resolution, ``(x, y)`` micrometres)."""
 
-    level_downsamples: Sequence[float]
+    @property
+    def level_downsamples(self) -> Sequence[float]:  # pragma: no cover - every backend has it
+        raise NotImplementedError
 
     @property
     def mpp(self) -> tuple[float, float]:  # pragma: no cover - every backend overrides it

@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import tifffile
@@ -49,12 +50,34 @@ def pyramid_level(image: np.ndarray, level: int, resample: str = "mean") -> np.n
     if factor == 1:
         return image
     blocks = image[: height * factor, : width * factor].reshape(
-        (height, factor, width, factor) + image.shape[2:]
+        (height, factor, width, factor, *image.shape[2:])
     )
     mean = blocks.mean(axis=(1, 3), dtype=np.float64)
     if np.issubdtype(image.dtype, np.integer):
         mean = np.floor(mean + 0.5)
     return mean.astype(image.dtype)
+
+
+def _resolution_unit(resolution_unit: str | None) -> str | None:
+    """The TIFF ResolutionUnit name in upper case, or None for no physical resolution."""
+    if resolution_unit is None:
+        return None
+    unit = str(resolution_unit).upper()
+    if unit not in _MICROMETRES_PER_UNIT:
+        raise ValueError(
+            f"resolution_unit must be one of {sorted(_MICROMETRES_PER_UNIT)} or None, "
+            f"not {resolution_unit!r}"
+        )
+    return unit
+
+
+def _resolution_tags(unit: str | None, level: int, mpp_x: float, mpp_y: float) -> dict[str, Any]:
+    """tifffile's resolution arguments for pyramid level ``level`` (downsample ``2**level``):
+    the level's own pixels per ``unit``, from ``mpp_x, mpp_y`` micrometres per level-0 pixel."""
+    if unit is None:
+        return {"resolutionunit": "NONE"}
+    scale = _MICROMETRES_PER_UNIT[unit] / 2**level
+    return {"resolution": (scale / mpp_x, scale / mpp_y), "resolutionunit": unit}
 
 
 def write_pyramid_tiff(
@@ -100,12 +123,7 @@ def write_pyramid_tiff(
     mpp_x, mpp_y = as_mpp_pair(mpp)
     if not (mpp_x > 0 and mpp_y > 0):
         raise ValueError(f"mpp must be positive, not {mpp!r}")
-    unit = None if resolution_unit is None else str(resolution_unit).upper()
-    if unit is not None and unit not in _MICROMETRES_PER_UNIT:
-        raise ValueError(
-            f"resolution_unit must be one of {sorted(_MICROMETRES_PER_UNIT)} or None, "
-            f"not {resolution_unit!r}"
-        )
+    unit = _resolution_unit(resolution_unit)
     levels = [pyramid_level(image, i, resample) for i in range(int(n_levels))]
 
     path = Path(path)
@@ -114,19 +132,14 @@ def write_pyramid_tiff(
     extrasamples = ("unassalpha",) if image.ndim == 3 and image.shape[2] == 4 else None
     with tifffile.TiffWriter(path, bigtiff=total_bytes > _BIGTIFF_BYTES, ome=ome) as writer:
         for i, level in enumerate(levels):
-            options: dict = {
+            options: dict[str, Any] = {
                 "photometric": photometric,
                 "extrasamples": extrasamples,
                 "tile": None if tile is None else tuple(int(t) for t in tile),
                 "compression": compression,
                 "metadata": None,
             }
-            if unit is None:
-                options["resolutionunit"] = "NONE"
-            else:
-                scale = _MICROMETRES_PER_UNIT[unit] / 2**i
-                options["resolution"] = (scale / mpp_x, scale / mpp_y)
-                options["resolutionunit"] = unit
+            options.update(_resolution_tags(unit, i, mpp_x, mpp_y))
             if i == 0:
                 if subifds and n_levels > 1:
                     options["subifds"] = int(n_levels) - 1

@@ -26,9 +26,9 @@ from __future__ import annotations
 import math
 import os
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import IO, Any
+from typing import IO, Any, cast
 
 import numpy as np
 import tifffile
@@ -235,10 +235,13 @@ class TiffReader(SlideReader):
                     "jpegheader": keyframe.jpegheader,
                 }
             with self._lock:  # tifffile's file handle is one seek position for all threads
-                fh = self._tif.filehandle  # type: ignore[union-attr]
-                encoded = list(
-                    fh.read_segments(offsets, counts, indices=indices, sort=True, flat=True)
+                if self._tif is None:  # closed by another thread since the read began
+                    raise SlideError(self.path, "the slide is closed")
+                segments = self._tif.filehandle.read_segments(
+                    offsets, counts, indices=indices, sort=True, flat=True
                 )
+                # tifffile annotates both forms of the result (flat or not) as one union.
+                encoded = list(cast(Iterator[tuple[bytes | None, int]], segments))
             for data, index in encoded:
                 try:
                     segment, position, _ = info.decode(data, index, **kwargs)

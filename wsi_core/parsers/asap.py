@@ -85,10 +85,11 @@ class ASAPParser(AnnotationParser):
             points.append(
                 (self._number(coordinate, "X", place), self._number(coordinate, "Y", place))
             )
-        if points and None not in orders:
+        known = [order for order in orders if order is not None]
+        if points and len(known) == len(points):
             # sorted() is stable, so duplicated Order values keep document order.
             points = [
-                p for _, p in sorted(zip(orders, points, strict=True), key=lambda pair: pair[0])
+                p for _, p in sorted(zip(known, points, strict=True), key=lambda pair: pair[0])
             ]
         return np.array(points, dtype=np.float64).reshape(-1, 2)
 

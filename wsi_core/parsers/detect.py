@@ -45,9 +45,11 @@ def json_parser_class(document: Any) -> type[JSONAnnotationParser] | None:
     if not isinstance(document, Mapping):
         return None
     kind = document.get("type")
-    if kind in ("FeatureCollection", "Feature") or kind in GEOMETRY_TYPES:
-        return GeoJSONParser
-    if kind is None and isinstance(document.get("features"), list):
+    if (
+        kind in ("FeatureCollection", "Feature")
+        or kind in GEOMETRY_TYPES
+        or (kind is None and isinstance(document.get("features"), list))
+    ):
         return GeoJSONParser
     if isinstance(document.get("annotations"), list) and any(
         key in document for key in ("version", "item", "image")

@@ -279,10 +279,10 @@ class GeoJSONParser(JSONAnnotationParser):
     @staticmethod
     def _value(properties: Mapping[str, Any], styled_key: tuple[str, FilterKey]) -> Any:
         style, key = styled_key
-        value = (
-            keyword_value(properties, key) if style == "keyword" else dotted_value(properties, key)
-        )
-        return _without_missing(value)
+        # Keyword filters come from **kwargs, so their keys are always str.
+        if style == "keyword" and isinstance(key, str):
+            return _without_missing(keyword_value(properties, key))
+        return _without_missing(dotted_value(properties, key))
 
     def get_polygons(
         self,

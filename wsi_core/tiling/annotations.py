@@ -26,7 +26,7 @@ annotations count once (the union is measured).
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Union
+from typing import TypeAlias
 
 import numpy as np
 import shapely
@@ -40,7 +40,7 @@ from wsi_core.geometry import (
 )
 from wsi_core.tiling.rect_coverage import RectCoverage
 
-Downsample = Union[float, Sequence[float], np.ndarray]
+Downsample: TypeAlias = float | Sequence[float] | np.ndarray
 
 _CHUNK_TILES = 4096  # tiles per batch in tile_annotations: bounds memory for huge grids
 
@@ -81,10 +81,11 @@ def _as_origins(coordinates: Iterable[Sequence[float]] | np.ndarray) -> np.ndarr
 
 def _as_downsample(downsample: Downsample) -> tuple[float, float]:
     """``(x, y)`` level-0 pixels per level pixel."""
-    if np.ndim(downsample) == 0:
-        dsx = dsy = float(downsample)  # type: ignore[arg-type]
+    values = np.asarray(downsample, dtype=np.float64)
+    if values.ndim == 0:
+        dsx = dsy = float(values)
     else:
-        dsx, dsy = (float(v) for v in downsample)  # type: ignore[union-attr]
+        dsx, dsy = (float(v) for v in values)
     if not (np.isfinite(dsx) and np.isfinite(dsy) and dsx > 0 and dsy > 0):
         raise ValueError(f"downsample must be positive, got {downsample!r}")
     return dsx, dsy
@@ -161,7 +162,7 @@ def _union_by_tile(tiles: np.ndarray, pieces: np.ndarray, n_tiles: int) -> np.nd
     ends = np.r_[starts[1:], len(tiles)]
     single = ends - starts == 1
     out[tiles[starts[single]]] = pieces[starts[single]]
-    for s, e in zip(starts[~single], ends[~single]):
+    for s, e in zip(starts[~single], ends[~single], strict=True):
         polygonal = [polygonal_part(p) for p in pieces[s:e]]
         out[tiles[s]] = shapely.union_all([p for p in polygonal if not p.is_empty])
     return out

@@ -21,11 +21,11 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterator, Sequence
-from typing import Literal, Union
+from typing import Literal, TypeAlias
 
 import numpy as np
 
-Extent = Union[int, np.integer, Sequence[int], np.ndarray]
+Extent: TypeAlias = int | np.integer | Sequence[int] | np.ndarray
 Last = Literal["keep", "shift", "drop"]
 
 _MODES = ("keep", "shift", "drop")
@@ -40,10 +40,11 @@ def _as_int_vector(value: Extent, name: str) -> np.ndarray:
         np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)
     ):
         raise ValueError(f"{name} must be integers, got {value!r}")
-    if np.issubdtype(array.dtype, np.floating):
-        # A fractional extent has no pixel grid; refusing is safer than rounding silently.
-        if not np.all(np.isfinite(array)) or np.any(array != np.round(array)):
-            raise ValueError(f"{name} must be whole numbers, got {value!r}")
+    # A fractional extent has no pixel grid; refusing is safer than rounding silently.
+    if np.issubdtype(array.dtype, np.floating) and (
+        not np.all(np.isfinite(array)) or np.any(array != np.round(array))
+    ):
+        raise ValueError(f"{name} must be whole numbers, got {value!r}")
     return np.atleast_1d(array).astype(np.int64)
 
 
@@ -102,7 +103,10 @@ def _all_axis_origins(
     if last not in _MODES:
         raise ValueError(f"last must be one of {_MODES}, got {last!r}")
     slide, tile, step = _broadcast(slide_extent, tile_extent, stride)
-    return [_axis_origins(int(s), int(t), int(d), last) for s, t, d in zip(slide, tile, step)]
+    return [
+        _axis_origins(int(s), int(t), int(d), last)
+        for s, t, d in zip(slide, tile, step, strict=True)
+    ]
 
 
 def grid_tile_array(

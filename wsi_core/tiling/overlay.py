@@ -56,7 +56,7 @@ class OverlayPatch(NamedTuple):
 class _Windows(NamedTuple):
     """Read windows of a group of tiles on one overlay level, in overlay-level pixels."""
 
-    index: np.ndarray  # positions of the tiles in the caller's input
+    positions: np.ndarray  # of the tiles in the caller's input
     x: np.ndarray  # window origins, int64
     y: np.ndarray
     width: int
@@ -95,12 +95,12 @@ def tile_overlay(
         One :class:`OverlayPatch` per tile, in input order.
     """
     tiles = _TileInputs.of(overlay_path, tile_x, tile_y, mpp_x, mpp_y)
-    patches: list[OverlayPatch | None] = [None] * tiles.count
+    patches: dict[int, OverlayPatch] = {}
     for slide, windows in _groups(roi, tiles, overlay_mpp, storage_options):
         for rows, region, rx, ry in _read_bands(slide, windows):
             for i in rows:
-                patches[windows.index[i]] = _patch(roi, windows, i, region, rx, ry, slide)
-    return patches  # type: ignore[return-value]
+                patches[int(windows.positions[i])] = _patch(roi, windows, i, region, rx, ry, slide)
+    return [patches[position] for position in range(tiles.size)]
 
 
 def tile_overlay_overlap(
@@ -138,8 +138,10 @@ def tile_overlay_overlap(
             columns = np.array(
                 [keys.setdefault(key, len(keys)) for key in values.keys], dtype=np.intp
             )
-            bands.append((windows.index[rows], columns, count(roi, windows, rows, values, rx, ry)))
-    counts = np.zeros((tiles.count, len(keys)), dtype=np.int64)
+            bands.append(
+                (windows.positions[rows], columns, count(roi, windows, rows, values, rx, ry))
+            )
+    counts = np.zeros((tiles.size, len(keys)), dtype=np.int64)
     for index, columns, band in bands:
         counts[np.ix_(index, columns)] += band
     return _fractions(counts, keys)
@@ -155,7 +157,7 @@ class _TileInputs(NamedTuple):
     mpp_y: np.ndarray
 
     @property
-    def count(self) -> int:
+    def size(self) -> int:
         return len(self.paths)
 
     @classmethod
@@ -216,11 +218,11 @@ def _windows(
     x = np.floor((tiles.x[index] + min_x) * sx + 0.5).astype(np.int64)
     y = np.floor((tiles.y[index] + min_y) * sy + 0.5).astype(np.int64)
     return _Windows(
-        index=index,
+        positions=index,
         x=x,
         y=y,
-        width=int(math.floor((max_x - min_x) * sx + 0.5)),
-        height=int(math.floor((max_y - min_y) * sy + 0.5)),
+        width=math.floor((max_x - min_x) * sx + 0.5),
+        height=math.floor((max_y - min_y) * sy + 0.5),
         offset_x=tiles.x[index] * sx - x,
         offset_y=tiles.y[index] * sy - y,
         scale=(sx, sy),
@@ -435,6 +437,6 @@ def _fractions(counts: np.ndarray, keys: dict[str, int]) -> list[dict[str, float
     totals = counts.sum(axis=1)
     fractions = counts / np.maximum(totals, 1)[:, None]
     return [
-        dict(zip(ordered, row)) if total else None
-        for row, total in zip(fractions.tolist(), totals.tolist())
+        dict(zip(ordered, row, strict=True)) if total else None
+        for row, total in zip(fractions.tolist(), totals.tolist(), strict=True)
     ]

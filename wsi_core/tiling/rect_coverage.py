@@ -44,7 +44,7 @@ class _EdgeTerms:
     ) -> None:
         dx, dy = bx - ax, by - ay
         with np.errstate(divide="ignore", invalid="ignore"):
-            # Liang–Barsky clip to the closed tile.
+            # Liang-Barsky clip to the closed tile.
             enter_x = np.where(dx > 0, -ax / dx, (w - ax) / dx)
             leave_x = np.where(dx > 0, (w - ax) / dx, -ax / dx)
             enter_x = np.where(dx == 0, np.where((ax >= 0) & (ax <= w), -np.inf, np.inf), enter_x)
@@ -104,10 +104,10 @@ class RectCoverage:
     P ∩ R (of R's sides only the right one adds to ∮ x dy):
 
         area(P ∩ R) = Σ_edges ∫_{edge ∩ R} x dy  +  W · ∫_0^H [(W+, y) ∈ P] dy
-                    = Σ_edges ∫_{edge ∩ R} x dy  +  W · (H · s0 + Σ σ · (H - y_c)),
+                    = Σ_edges ∫_{edge ∩ R} x dy  +  W · (H · s0 + Σ d · (H - y_c)),
 
     s0 = 1 when the corner (W, 0) is inside P, the sum running over edges that cross the line
-    x = W at a height y_c in [0, H], σ = ±1 by direction (orientation-corrected per ring). Only
+    x = W at a height y_c in [0, H], d = ±1 by direction (orientation-corrected per ring). Only
     edges touching R appear, so each edge is visited once per tile it touches, and a tile deep
     inside or outside a polygon costs one point-in-polygon test: edges plus tiles, not edges
     times tiles. Long edges are cut into pieces spanning at most one tile in x and in y, so that

@@ -8,7 +8,7 @@ import hashlib
 import json
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -20,46 +20,55 @@ _ENCODING_VERSION = "wsi_core.row_hash/1"
 def _encode(value: Any) -> str:
     """A canonical text for ``value``: equal data gives equal text whatever its container
     types, numeric widths or dict key order; different types of scalar stay distinct."""
-    if value is None:
-        return "n"
-    # bool before int: bool is an int subclass, but True and 1 are different cell values.
-    if isinstance(value, (bool, np.bool_)):
-        return "t" if value else "f"
-    if isinstance(value, (int, np.integer)):
-        return f"i{int(value)}"
-    if isinstance(value, (float, np.floating)):
-        # repr of a Python float is the shortest text that round-trips the IEEE double, so
-        # it is the same on every machine; float32 values widen exactly.
-        number = float(value)
-        return "d" + ("nan" if math.isnan(number) else repr(number))
-    if isinstance(value, (complex, np.complexfloating)):
-        number = complex(value)
-        return f"c{_encode(number.real)},{_encode(number.imag)}"
-    if isinstance(value, str):
-        return "s" + json.dumps(value, ensure_ascii=True)
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        return "b" + bytes(value).hex()
-    if isinstance(value, np.ndarray):
-        return _encode(value.tolist())
-    if isinstance(value, np.generic):  # datetime64, str_ and other numpy scalars
-        return _encode(value.item()) if not isinstance(value, np.datetime64) else "T" + str(value)
-    if isinstance(value, Mapping):
-        items = sorted((_encode(k), _encode(v)) for k, v in value.items())
-        return "{" + ",".join(f"{k}:{v}" for k, v in items) + "}"
-    if isinstance(value, (list, tuple)):
-        return "[" + ",".join(_encode(v) for v in value) + "]"
-    if isinstance(value, (set, frozenset)):
-        return "<" + ",".join(sorted(_encode(v) for v in value)) + ">"
-    if isinstance(value, (_dt.datetime, _dt.date, _dt.time)):
-        return "T" + value.isoformat()
-    if isinstance(value, _dt.timedelta):
-        return f"D{value.days},{value.seconds},{value.microseconds}"
-    if isinstance(value, decimal.Decimal):
-        return "m" + str(value)
-    if isinstance(value, os.PathLike):
-        return _encode(os.fspath(value))
+    for types, encode in _ENCODERS:
+        if isinstance(value, types):
+            return encode(value)
     # repr() of an arbitrary object may hold a memory address: refuse rather than hash that.
     raise TypeError(f"row_hash cannot encode a value of type {type(value).__name__}: {value!r}")
+
+
+def _encode_float(value: float | np.floating) -> str:
+    # repr of a Python float is the shortest text that round-trips the IEEE double, so it is
+    # the same on every machine; float32 values widen exactly.
+    number = float(value)
+    return "d" + ("nan" if math.isnan(number) else repr(number))
+
+
+def _encode_complex(value: complex | np.complexfloating) -> str:
+    number = complex(value)
+    return f"c{_encode(number.real)},{_encode(number.imag)}"
+
+
+def _encode_numpy_scalar(value: np.generic) -> str:
+    # datetime64 has no exact Python counterpart (nanoseconds); str_ and the rest do.
+    return "T" + str(value) if isinstance(value, np.datetime64) else _encode(value.item())
+
+
+def _encode_mapping(value: Mapping[Any, Any]) -> str:
+    items = sorted((_encode(k), _encode(v)) for k, v in value.items())
+    return "{" + ",".join(f"{k}:{v}" for k, v in items) + "}"
+
+
+# (types, encoder), tried in order: the first match wins. bool comes before int (bool is an int
+# subclass, but True and 1 are different cell values) and ndarray before the numpy scalars.
+_ENCODERS: tuple[tuple[type | tuple[type, ...], Callable[[Any], str]], ...] = (
+    (type(None), lambda value: "n"),
+    ((bool, np.bool_), lambda value: "t" if value else "f"),
+    ((int, np.integer), lambda value: f"i{int(value)}"),
+    ((float, np.floating), _encode_float),
+    ((complex, np.complexfloating), _encode_complex),
+    (str, lambda value: "s" + json.dumps(value, ensure_ascii=True)),
+    ((bytes, bytearray, memoryview), lambda value: "b" + bytes(value).hex()),
+    (np.ndarray, lambda value: _encode(value.tolist())),
+    (np.generic, _encode_numpy_scalar),
+    (Mapping, _encode_mapping),
+    ((list, tuple), lambda value: "[" + ",".join(_encode(v) for v in value) + "]"),
+    ((set, frozenset), lambda value: "<" + ",".join(sorted(_encode(v) for v in value)) + ">"),
+    ((_dt.datetime, _dt.date, _dt.time), lambda value: "T" + value.isoformat()),
+    (_dt.timedelta, lambda value: f"D{value.days},{value.seconds},{value.microseconds}"),
+    (decimal.Decimal, lambda value: "m" + str(value)),
+    (os.PathLike, lambda value: _encode(os.fspath(value))),
+)
 
 
 def row_hash(row: Mapping[str, Any], column: str = "id") -> dict[str, Any]:
