@@ -192,21 +192,21 @@ def test_invalid_annotation_is_repaired():
 
 
 @pytest.mark.parametrize(
-    ("roi", "coords", "downsample"),
+    ("roi", "coords", "downsample", "message"),
     [
-        (LineString([(0, 0), (1, 1)]), [(0, 0)], 1),
-        (box(0, 0, 0, 8), [(0, 0)], 1),
-        (Polygon([(0, 0), (8, 8), (8, 0), (0, 8)]), [(0, 0)], 1),
-        (box(0, 0, 8, 8), [(0, 0, 0)], 1),
-        (box(0, 0, 8, 8), [(0, 0)], 0),
-        (box(0, 0, 8, 8), [(0, 0)], -2.0),
-        (box(0, 0, 8, 8), [(0, np.nan)], 1),
+        (LineString([(0, 0), (1, 1)]), [(0, 0)], 1, "non-empty Polygon or MultiPolygon"),
+        (box(0, 0, 0, 8), [(0, 0)], 1, "valid polygon"),
+        (Polygon([(0, 0), (8, 8), (8, 0), (0, 8)]), [(0, 0)], 1, "valid polygon"),
+        (box(0, 0, 8, 8), [(0, 0, 0)], 1, r"\(N, 2\) tile origins"),
+        (box(0, 0, 8, 8), [(0, 0)], 0, "downsample must be positive"),
+        (box(0, 0, 8, 8), [(0, 0)], -2.0, "downsample must be positive"),
+        (box(0, 0, 8, 8), [(0, np.nan)], 1, "coordinates must be finite"),
     ],
 )
-def test_bad_arguments_raise(roi, coords, downsample):
-    with pytest.raises(ValueError):
+def test_bad_arguments_raise(roi, coords, downsample, message):
+    with pytest.raises(ValueError, match=message):
         tile_annotations([box(0, 0, 1, 1)], roi, coords, downsample)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=message):
         annotation_coverage([box(0, 0, 1, 1)], roi, coords, downsample)
 
 
@@ -270,7 +270,7 @@ def test_random_polygons_against_oracle(roi_name, downsample):
     roi = ROIS[roi_name]
     dsx, dsy = (downsample, downsample) if np.ndim(downsample) == 0 else downsample
     # A fixed seed per case (str hash is salted per process, so not hash()).
-    rng = np.random.default_rng(list(map(ord, roi_name)) + [int(dsx * 10), int(dsy * 10)])
+    rng = np.random.default_rng([*map(ord, roi_name), int(dsx * 10), int(dsy * 10)])
     for trial in range(4):
         extent = np.array([80.0 * dsx, 60.0 * dsy])
         annotations = _random_annotations(rng, extent, aligned_step=8 * dsx)

@@ -42,7 +42,7 @@ def brute_axis(slide: int, tile: int, stride: int, last: str) -> list[int]:
 
 
 def brute_grid(slide, tile, stride, last) -> np.ndarray:
-    axes = [brute_axis(s, t, d, last) for s, t, d in zip(slide, tile, stride)]
+    axes = [brute_axis(s, t, d, last) for s, t, d in zip(slide, tile, stride, strict=True)]
     rows = []
     # x fastest: iterate the last axis in the outer loop.
     for combo in itertools.product(*axes[::-1]):
@@ -168,22 +168,28 @@ def test_lazy_iteration_of_large_grid():
 
 
 @pytest.mark.parametrize(
-    "kwargs",
+    ("kwargs", "message"),
     [
-        dict(slide_extent=10, tile_extent=0, stride=1),
-        dict(slide_extent=10, tile_extent=-2, stride=1),
-        dict(slide_extent=10, tile_extent=2, stride=0),
-        dict(slide_extent=(10, 10), tile_extent=(2, -1), stride=1),
-        dict(slide_extent=-1, tile_extent=2, stride=1),
-        dict(slide_extent=(10, 10, 10), tile_extent=(2, 2), stride=1),
-        dict(slide_extent=10.5, tile_extent=2, stride=1),
-        dict(slide_extent="10", tile_extent=2, stride=1),
+        ({"slide_extent": 10, "tile_extent": 0, "stride": 1}, "tile_extent must be positive"),
+        ({"slide_extent": 10, "tile_extent": -2, "stride": 1}, "tile_extent must be positive"),
+        ({"slide_extent": 10, "tile_extent": 2, "stride": 0}, "stride must be positive"),
+        (
+            {"slide_extent": (10, 10), "tile_extent": (2, -1), "stride": 1},
+            "tile_extent must be positive",
+        ),
+        ({"slide_extent": -1, "tile_extent": 2, "stride": 1}, "slide_extent must not be negative"),
+        (
+            {"slide_extent": (10, 10, 10), "tile_extent": (2, 2), "stride": 1},
+            "different numbers of axes",
+        ),
+        ({"slide_extent": 10.5, "tile_extent": 2, "stride": 1}, "must be whole numbers"),
+        ({"slide_extent": "10", "tile_extent": 2, "stride": 1}, "must be integers"),
     ],
 )
-def test_invalid_arguments_raise_eagerly(kwargs):
-    with pytest.raises(ValueError):
+def test_invalid_arguments_raise_eagerly(kwargs, message):
+    with pytest.raises(ValueError, match=message):
         grid_tiles(**kwargs)  # raised at the call, not on first next()
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=message):
         grid_tile_array(**kwargs)
 
 

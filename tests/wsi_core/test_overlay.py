@@ -169,7 +169,7 @@ def test_mismatched_lengths_raise():
 
 def test_missing_overlay_names_the_file(tmp_path):
     missing = tmp_path / "nope_tissue_mask.tiff"
-    with pytest.raises(Exception, match="nope_tissue_mask.tiff"):
+    with pytest.raises(Exception, match=r"nope_tissue_mask\.tiff"):
         tile_overlay_overlap(box(0, 0, 1, 1), str(missing), [0], [0], 1.0, 1.0)
 
 
@@ -183,7 +183,7 @@ def test_real_mask_aligned_with_cmu_small_region(shared_data):
     assert got[0] == {"0": (256**2 - 89) / 256**2, "1": 89 / 256**2}
     assert all(g == {"0": 1.0, "1": 0.0} for g in got[1:] if g is not None)
     # tiles on the bottom and right edges count only the pixels on the image
-    last_row = [g for (x, y), g in zip(zip(xs, ys), got) if y == 2816]
+    last_row = [g for (x, y), g in zip(zip(xs, ys, strict=True), got, strict=True) if y == 2816]
     assert last_row and all(g is not None for g in last_row)
 
 

@@ -544,7 +544,10 @@ def test_filters_fullmatch(tmp_path: Path) -> None:
         + "</Coordinates></Annotation>",
     )
     parser = ASAPParser(io.StringIO(xml))
-    count = lambda **kw: len(list(parser.get_polygons(**kw)))  # noqa: E731
+
+    def count(**filters: str) -> int:
+        return len(list(parser.get_polygons(**filters)))
+
     assert count() == 4
     assert count(name="Annotation 1") == 1
     assert count(name="Annotation 1.*") == 2

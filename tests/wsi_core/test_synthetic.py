@@ -65,7 +65,7 @@ def test_subifd_layout_and_tags(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "unit,per_micrometre",
+    ("unit", "per_micrometre"),
     [("INCH", 25400), ("centimeter", 10_000), ("MILLIMETER", 1000), ("MICROMETER", 1)],
 )
 def test_page_layout_and_resolution_units(tmp_path, unit, per_micrometre):
@@ -126,7 +126,7 @@ def test_jpeg_pyramid_reads_the_same_in_both_backends(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "kwargs,message",
+    ("kwargs", "message"),
     [
         ({"ome": True, "subifds": False}, "SubIFDs"),
         ({"resolution_unit": "FURLONG"}, "resolution_unit"),
