@@ -65,6 +65,7 @@ class OpenSlide(openslide.OpenSlide, SlideReader):
         return values[0], values[1]
 
     def _level0_location(self, level: int, x: int, y: int) -> tuple[int, int]:
+        """The level-0 pixel that ``read_region`` wants for level coords ``(x, y)``."""
         downsample = self.level_downsamples[level]
         return round(x * downsample), round(y * downsample)
 

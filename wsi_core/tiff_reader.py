@@ -123,14 +123,17 @@ class TiffReader(SlideReader):
 
     @property
     def level_count(self) -> int:
+        """Number of pyramid levels found (see the module docstring)."""
         return len(self._levels)
 
     @property
     def level_dimensions(self) -> tuple[tuple[int, int], ...]:
+        """``(width, height)`` of each level, in that level's pixels."""
         return self._dimensions
 
     @property
     def level_downsamples(self) -> tuple[float, ...]:
+        """Level-0 pixels per level pixel, ``(w0 / wl + h0 / hl) / 2`` as OpenSlide has it."""
         return self._downsamples
 
     @property
@@ -294,6 +297,7 @@ def _segment_indices(
 
 
 def _find_levels(path: str, series: Sequence[tifffile.TiffPageSeries]) -> list[_Level]:
+    """The pyramid levels of the file, level 0 (full resolution) first."""
     main = series[0]
     candidates = list(main.levels)
     # Aperio's other series are thumbnail, label and macro images, never levels.
@@ -327,6 +331,8 @@ def _same_aspect(base: tifffile.TiffPage, reduced: tifffile.TiffPage) -> bool:
 
 
 def _as_level(path: str, level: tifffile.TiffPageSeries) -> _Level:
+    """One series level as a :class:`_Level` (size in that level's pixels), or a
+    :class:`SlideError` for what is no 2-D image (volumes, Z or T stacks)."""
     keyframe = level.keyframe
     if keyframe is None:
         raise SlideError(path, "a pyramid level holds no image")
@@ -361,6 +367,7 @@ def _file_mpp(tif: tifffile.TiffFile, page: tifffile.TiffPage) -> tuple[float, f
 
 
 def _ome_mpp(tif: tifffile.TiffFile, page: tifffile.TiffPage) -> tuple[float, float] | None:
+    """Micrometres per level-0 pixel from OME-XML ``PhysicalSizeX/Y`` (any length unit)."""
     xml = tif.ome_metadata if tif.is_ome else None
     if not xml:
         return None
@@ -385,6 +392,7 @@ def _ome_mpp(tif: tifffile.TiffFile, page: tifffile.TiffPage) -> tuple[float, fl
 
 
 def _aperio_mpp(tif: tifffile.TiffFile, page: tifffile.TiffPage) -> tuple[float, float] | None:
+    """Micrometres per level-0 pixel from an Aperio description's ``MPP`` (one for x and y)."""
     if not page.is_svs:
         return None
     # The description is "header|Key = value|...", one MPP for both axes.
@@ -400,6 +408,7 @@ def _aperio_mpp(tif: tifffile.TiffFile, page: tifffile.TiffPage) -> tuple[float,
 
 
 def _tag_mpp(tif: tifffile.TiffFile, page: tifffile.TiffPage) -> tuple[float, float] | None:
+    """Micrometres per pixel of ``page`` from its X/YResolution tags (pixels per unit)."""
     if 282 not in page.tags or 283 not in page.tags:  # XResolution, YResolution
         return None
     unit = int(page.tags.valueof(296, default=2))  # an absent ResolutionUnit means inch
@@ -418,6 +427,8 @@ def _tag_mpp(tif: tifffile.TiffFile, page: tifffile.TiffPage) -> tuple[float, fl
 def _samples_to_rgb(
     raw: np.ndarray, keyframe: tifffile.TiffPage, *, multi_page: bool, background: np.ndarray
 ) -> np.ndarray:
+    """Raw samples ``(h, w)`` or ``(h, w, s)`` of a window as ``uint8`` RGB ``(h, w, 3)``, by
+    the rules in :meth:`TiffReader._paint_tile`."""
     photometric = int(keyframe.photometric)
     if photometric == 3 and keyframe.colormap is not None and not multi_page:  # PALETTE
         colormap = keyframe.colormap  # (3, 2**bits) uint16
@@ -449,6 +460,8 @@ def _samples_to_rgb(
 
 
 def _to_uint8(raw: np.ndarray, bits: Any) -> np.ndarray:
+    """Samples scaled to 0-255: bool to 0/255, integers by ``bits`` (BitsPerSample), floats
+    from [0, 1]."""
     if raw.dtype == np.uint8:
         return raw
     if raw.dtype == np.bool_:

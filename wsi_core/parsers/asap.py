@@ -1,4 +1,4 @@
-"""ASAP XML annotations (CAMELYON16/17 and the ASAP viewer)."""
+"""ASAP XML annotations (CAMELYON16/17 and the ASAP viewer); coordinates in level-0 pixels."""
 
 from __future__ import annotations
 
@@ -94,6 +94,7 @@ class ASAPParser(AnnotationParser):
         return np.array(points, dtype=np.float64).reshape(-1, 2)
 
     def _number(self, coordinate: Element, attribute: str, place: str) -> float:
+        """The ``X`` or ``Y`` attribute of a ``Coordinate`` (level-0 pixels) as a finite float."""
         text = coordinate.get(attribute)
         if text is None:
             raise AnnotationError(self.path, f"{place}: no {attribute} attribute")

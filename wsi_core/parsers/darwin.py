@@ -1,4 +1,4 @@
-"""V7 Darwin JSON annotations (Darwin JSON 2.0, and the older 1.0 layout)."""
+"""V7 Darwin JSON annotations (Darwin JSON 2.0, and the older 1.0 layout); level-0 pixels."""
 
 from __future__ import annotations
 
@@ -88,11 +88,13 @@ class Darwin7JSONParser(JSONAnnotationParser):
         return [self._ring(path, place)]
 
     def _path_list(self, paths: Any, where: str) -> list[np.ndarray | None]:
+        """A list of paths as rings of level-0 pixels (``None`` for a degenerate ring)."""
         if not isinstance(paths, list):
             raise AnnotationError(self.path, f"{where} is not a list of paths")
         return [self._ring(path, f"{where}[{i}]") for i, path in enumerate(paths)]
 
     def _ring(self, path: Any, where: str) -> np.ndarray | None:
+        """One path of ``{x, y}`` points as an ``(n, 2)`` ring of level-0 pixels, or ``None``."""
         if not isinstance(path, list):
             raise AnnotationError(self.path, f"{where} is not a list of points")
         points = []

@@ -1,9 +1,10 @@
 """Decoding annotation files into Python values, with errors that name the file and the place.
 
 JSON keeps the file's own encoding (UTF-8, -16 or -32, with or without BOM); XML is parsed with
-defusedxml, so entity declarations and external references are refused; a coordinate must be a
-finite number. Every failure is an :class:`~wsi_core.errors.AnnotationError` naming the file
-and the line and column (JSON, XML) or the place in the document (coordinates).
+defusedxml, so entity declarations and external references are refused; a coordinate (level-0
+pixels, as the file stores it) must be a finite number. Every failure is an
+:class:`~wsi_core.errors.AnnotationError` naming the file and the line and column (JSON, XML)
+or the place in the document (coordinates).
 """
 
 from __future__ import annotations
@@ -70,7 +71,7 @@ def load_xml(name: str, data: bytes | str) -> ET.Element:
 
 
 def finite_xy(name: str, where: str, x: Any, y: Any) -> tuple[float, float]:
-    """``(x, y)`` as floats, or an :class:`AnnotationError` naming the place."""
+    """``(x, y)`` (level-0 pixels) as floats, or an :class:`AnnotationError` naming the place."""
     for value in (x, y):
         # bool is an int subclass; True as a coordinate is a broken file, not 1.0.
         if isinstance(value, bool) or not isinstance(value, (int, float)):

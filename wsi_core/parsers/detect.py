@@ -1,4 +1,7 @@
-"""``open_annotations``: pick the parser from the file's extension and content."""
+"""``open_annotations``: pick the parser from the file's extension and content.
+
+The parser returned gives geometry in level-0 pixels, like every parser.
+"""
 
 from __future__ import annotations
 
@@ -22,11 +25,13 @@ _FORMATS = "ASAP XML, GeoJSON, V7 Darwin JSON or EMPAIA JSON"
 
 
 def _suffix(name: str) -> str:
+    """The lower-case extension of a path or of a URL's path."""
     path = urlsplit(name).path if is_url(name) else name
     return os.path.splitext(path)[1].lower()
 
 
 def _first_character(data: bytes | str) -> str:
+    """The first character of the content after a BOM and whitespace."""
     head = data[:4096]
     if isinstance(head, (bytes, bytearray)):
         head = head.decode("utf-8", errors="ignore")

@@ -1,4 +1,4 @@
-"""EMPAIA app annotations (``{"items": [{"name", "type", "coordinates"}, …]}``)."""
+"""EMPAIA app annotations (``{"items": [{"name", "type", "coordinates"}, …]}``), level-0 pixels."""
 
 from __future__ import annotations
 
@@ -58,11 +58,13 @@ class EMPAIAParser(JSONAnnotationParser):
                 self._point_entries.append(PointEntry(fields, label, Point(x, y)))
 
     def _xy(self, value: Any, where: str) -> tuple[float, float]:
+        """A position ``[x, y]`` in level-0 pixels."""
         if not isinstance(value, list) or len(value) < 2:
             raise AnnotationError(self.path, f"{where} is not a position [x, y]")
         return finite_xy(self.path, where, value[0], value[1])
 
     def _ring(self, value: Any, where: str) -> np.ndarray | None:
+        """A list of positions as an ``(n, 2)`` ring of level-0 pixels, or ``None``."""
         if not isinstance(value, list):
             raise AnnotationError(self.path, f"{where} is not a list of positions")
         points = [self._xy(position, f"{where}[{i}]") for i, position in enumerate(value)]

@@ -1,4 +1,7 @@
-"""GeoJSON annotations (QuPath 0.2 to 0.5, Digital Slide Archive and other tools)."""
+"""GeoJSON annotations (QuPath 0.2 to 0.5, Digital Slide Archive and other tools).
+
+Coordinates are level-0 slide pixels, x = column, y = row, as QuPath writes them.
+"""
 
 from __future__ import annotations
 
@@ -236,11 +239,13 @@ class GeoJSONParser(JSONAnnotationParser):
         return value
 
     def _position(self, position: Any, where: str) -> tuple[float, float]:
+        """A GeoJSON position ``[x, y(, z)]`` as ``(x, y)`` in level-0 pixels."""
         if not isinstance(position, list) or len(position) < 2:
             raise AnnotationError(self.path, f"{where} is not a position [x, y]")
         return finite_xy(self.path, where, position[0], position[1])
 
     def _ring(self, ring: Any, where: str) -> np.ndarray | None:
+        """A linear ring as an ``(n, 2)`` array of level-0 pixels, or ``None`` if degenerate."""
         positions = self._list(ring, where)
         # Fast path: a rectangular list of numbers converts in one step.
         try:
@@ -259,6 +264,7 @@ class GeoJSONParser(JSONAnnotationParser):
         return ring_array(np.array(points, dtype=np.float64).reshape(-1, 2))
 
     def _polygon(self, rings: Any, where: str) -> tuple[np.ndarray | None, list[np.ndarray | None]]:
+        """Polygon coordinates as ``(shell, holes)`` rings of level-0 pixels."""
         rings = self._list(rings, where)
         if not rings:
             return None, []

@@ -110,6 +110,7 @@ def _place_rois(roi: Geometry, origins: np.ndarray, ds: tuple[float, float]) -> 
     scale = np.array(ds)
 
     def place(coords: np.ndarray) -> np.ndarray:
+        """Tile-relative level coords -> level-0 pixels, copy by copy."""
         return (coords + np.repeat(origins, per_copy, axis=0)) * scale
 
     return shapely.transform(copies, place)

@@ -100,6 +100,7 @@ def _axis_origins(slide: int, tile: int, stride: int, last: str) -> np.ndarray:
 def _all_axis_origins(
     slide_extent: Extent, tile_extent: Extent, stride: Extent, last: str
 ) -> list[np.ndarray]:
+    """The tile origins of each axis (level coords), after checking the arguments."""
     if last not in _MODES:
         raise ValueError(f"last must be one of {_MODES}, got {last!r}")
     slide, tile, step = _broadcast(slide_extent, tile_extent, stride)
@@ -145,6 +146,7 @@ def grid_tiles(
 
 
 def _iterate(axes: list[np.ndarray]) -> Iterator[np.ndarray]:
+    """Every combination of the axes' origins (level coords), the first axis fastest."""
     # itertools.product varies its last argument fastest, so it gets the first axis.
     for combo in itertools.product(*(a.tolist() for a in axes[::-1])):
         yield np.array(combo[::-1], dtype=np.int64)

@@ -8,6 +8,11 @@ Pixel ownership: an overlay pixel counts for a tile when its centre lies inside 
 into overlay pixels, with ties broken as the window rounding ``floor(v + 0.5)`` breaks them: a
 centre exactly on the ROI's left or top edge is outside, on its right or bottom edge inside. A
 rectangular ROI therefore counts exactly the pixels of its rounded window.
+
+Units: tile origins are level coords of the tiled slide (pixels of the level being tiled), the
+ROI is in tile-relative pixels of that level, and the tiles' ``mpp`` is micrometres per pixel
+of that level. Read windows, masks and patches are in pixels of the chosen overlay level;
+``scale`` is overlay-level pixels per tile pixel.
 """
 
 from __future__ import annotations
@@ -99,7 +104,7 @@ def tile_overlay(
     for slide, windows in _groups(roi, tiles, overlay_mpp, storage_options):
         for rows, region, rx, ry in _read_bands(slide, windows):
             for i in rows:
-                patches[int(windows.positions[i])] = _patch(roi, windows, i, region, rx, ry, slide)
+                patches[int(windows.positions[i])] = _patch(roi, windows, i, region, rx, ry)
     return [patches[position] for position in range(tiles.size)]
 
 
@@ -158,10 +163,13 @@ class _TileInputs(NamedTuple):
 
     @property
     def size(self) -> int:
+        """The number of tiles."""
         return len(self.paths)
 
     @classmethod
     def of(cls, paths: Any, x: Any, y: Any, mpp_x: Any, mpp_y: Any) -> _TileInputs:
+        """Broadcast scalars to every tile: ``x, y`` level coords of the tiled slide,
+        ``mpp_x, mpp_y`` micrometres per pixel of that level."""
         sizes = {len(v) for v in (paths, x, y, mpp_x, mpp_y) if _is_sequence(v)}
         if len(sizes) > 1:
             raise ValueError(f"per-tile arguments differ in length: {sorted(sizes)}")
@@ -177,6 +185,7 @@ class _TileInputs(NamedTuple):
 
 
 def _is_sequence(value: Any) -> bool:
+    """Whether ``value`` gives one entry per tile (a sequence or array, not a path)."""
     return not isinstance(value, (str, bytes, os.PathLike)) and np.ndim(value) > 0
 
 
@@ -186,7 +195,8 @@ def _groups(
     overlay_mpp: MPP | None,
     storage_options: Mapping[str, Any] | None,
 ):
-    """Yield ``(slide, windows)`` per overlay file and level; each file is opened once."""
+    """Yield ``(slide, windows)`` per overlay file and tile resolution (``mpp`` pair, in
+    micrometres per pixel of the tiled level); each file is opened once."""
     # Imported here: the factory loads both backends (OpenSlide's C library, tifffile), which
     # ``import wsi_core.tiling`` for grid_tiles alone should not pay for.
     from wsi_core.slide import open_slide
@@ -210,7 +220,9 @@ def _windows(
     tiles: _TileInputs,
     mpp: tuple[float, float],
 ) -> _Windows:
-    """Place the ROI's bounding box of every tile on the overlay level closest to ``mpp``."""
+    """Place the ROI's bounding box of every tile on the overlay level closest to ``mpp``
+    (micrometres per pixel of the tiled level): origin and size in overlay-level pixels are
+    ``floor(v * scale + 0.5)`` of the bounds placed at the tile origin (level coords)."""
     level = slide.closest_level(mpp)
     level_mpp = slide.slide_resolution(level)
     sx, sy = mpp[0] / level_mpp[0], mpp[1] / level_mpp[1]
@@ -250,7 +262,8 @@ def _read_bands(slide: SlideReader, windows: _Windows):
 
 
 def _bands(rows: np.ndarray, x0, x1, y0, y1):
-    """Split ``rows`` (sorted by window top) into runs whose union window fits the budget."""
+    """Split ``rows`` (sorted by window top) into runs whose union window fits the budget
+    (``READ_BUDGET_PIXELS``); ``x0 .. y1`` are clipped windows in overlay-level pixels."""
     start = 0
     while start < rows.size:
         left, right = x0[rows[start]], x1[rows[start]]
@@ -273,8 +286,8 @@ def _empty_region(slide: SlideReader, level: int) -> np.ndarray:
 
 
 def _inside(roi: BaseGeometry, windows: _Windows, row: int) -> np.ndarray:
-    """Bool ``(height, width)``: window pixels whose centre is inside the ROI. Read-only: the
-    array may be shared with other tiles."""
+    """Bool ``(height, width)`` over tile ``row``'s window (overlay-level pixels): True where
+    the pixel's centre is inside the ROI. Read-only: the array may be shared with other tiles."""
     return _rasterise(
         roi.wkb,
         windows.scale,
@@ -315,7 +328,7 @@ def _rasterise(
 
 def _clip(windows: _Windows, row: int, rx: int, ry: int, region: np.ndarray):
     """The part of tile ``row``'s window that lies on the image: slices into the window and
-    into ``region`` (which starts at overlay pixel ``rx, ry``)."""
+    into ``region`` (which starts at overlay-level pixel ``rx, ry``), or None."""
     h, w = region.shape[:2]
     wx, wy = int(windows.x[row]), int(windows.y[row])
     x0, x1 = max(wx, rx), min(wx + windows.width, rx + w)
@@ -334,8 +347,9 @@ def _patch(
     region: np.ndarray,
     rx: int,
     ry: int,
-    slide: SlideReader,
 ) -> OverlayPatch:
+    """Tile ``row``'s patch: its window's samples (overlay-level pixels, zero off the image)
+    and the mask of the pixels it does not count."""
     data = np.zeros((windows.height, windows.width, *region.shape[2:]), dtype=region.dtype)
     mask = np.ones((windows.height, windows.width), dtype=bool)
     clipped = _clip(windows, row, rx, ry, region)
@@ -349,7 +363,8 @@ def _patch(
 def _count_masked(
     roi: BaseGeometry, windows: _Windows, rows: np.ndarray, values: ValueCodes, rx: int, ry: int
 ) -> np.ndarray:
-    """Per-value pixel counts ``(len(rows), K)`` of each tile's rasterised ROI."""
+    """Per-value counts of overlay-level pixels, ``(len(rows), K)``, under each tile's
+    rasterised ROI; ``values`` is the region read at overlay-level pixel ``rx, ry``."""
     k = len(values.keys)
     counts = np.zeros((rows.size, k), dtype=np.int64)
     for n, row in enumerate(rows):
@@ -364,8 +379,9 @@ def _count_masked(
 def _count_box(
     roi: BaseGeometry, windows: _Windows, rows: np.ndarray, values: ValueCodes, rx: int, ry: int
 ) -> np.ndarray:
-    """Per-value pixel counts ``(len(rows), K)`` for an axis-aligned box ROI: a summed-area
-    table per value over the blocks between the tiles' edges, four look-ups per tile."""
+    """Per-value counts of overlay-level pixels, ``(len(rows), K)``, for an axis-aligned box
+    ROI: a summed-area table per value over the blocks between the tiles' edges, four look-ups
+    per tile; ``values`` is the region read at overlay-level pixel ``rx, ry``."""
     min_x, min_y, max_x, max_y = roi.bounds
     h, w = values.codes.shape
     x0, x1 = _owned_range(min_x, max_x, windows.scale[0], windows.offset_x[rows], windows.width)
@@ -392,7 +408,8 @@ def _count_box(
 
 
 def _cuts(start: np.ndarray, stop: np.ndarray, size: int) -> np.ndarray:
-    """Every range boundary along one axis, from 0 to ``size``, sorted and unique."""
+    """Every range boundary along one axis, from 0 to ``size`` (region-relative overlay-level
+    pixels), sorted and unique."""
     return np.unique(np.concatenate([[0, size], start, stop]))
 
 
@@ -408,9 +425,10 @@ def _block_table(present: np.ndarray, cuts_x: np.ndarray, cuts_y: np.ndarray) ->
 
 
 def _owned_range(lo: float, hi: float, scale: float, offset: np.ndarray, size: int):
-    """Window-relative ``[start, stop)`` of the pixels whose centre ``c`` (tested at
-    ``c - EPS``) lies strictly between the ROI edges, with exactly the arithmetic of
-    :func:`_rasterise`, so both paths own the same pixels."""
+    """Window-relative ``[start, stop)`` (overlay-level pixels, clipped to ``[0, size]``) of
+    the pixels whose centre ``c`` (tested at ``c - EPS``) lies strictly between the ROI edges
+    ``lo`` and ``hi`` (tile pixels), with exactly the arithmetic of :func:`_rasterise`, so both
+    paths own the same pixels."""
     edge_lo = lo * scale + offset
     edge_hi = hi * scale + offset
     start = np.floor(edge_lo - 0.5 + EPS).astype(np.int64) + 1  # first centre > edge_lo
@@ -426,6 +444,7 @@ def _owned_range(lo: float, hi: float, scale: float, offset: np.ndarray, size: i
 
 
 def _centre(index: np.ndarray) -> np.ndarray:
+    """Where the centre of pixel ``index`` is tested (overlay-level pixels, ``c - EPS``)."""
     return index + 0.5 - EPS
 
 

@@ -35,6 +35,7 @@ def encode_values(region: np.ndarray) -> ValueCodes:
 
 
 def _encode_single(plane: np.ndarray) -> ValueCodes:
+    """Codes of a one-channel ``(h, w)`` plane, keys in value order."""
     if plane.dtype == bool:
         plane = plane.view(np.uint8)
     if plane.dtype in (np.uint8, np.uint16):
@@ -51,6 +52,7 @@ def _encode_single(plane: np.ndarray) -> ValueCodes:
 
 
 def _encode_rgb(rgb: np.ndarray) -> ValueCodes:
+    """Codes of an ``(h, w, 3)`` RGB region, keys in colour order."""
     if rgb.dtype == np.uint8:
         # Packing three bytes into one integer sorts far faster than unique rows.
         packed = (

@@ -29,9 +29,11 @@ class TileBuckets:
             self.cell_start, self.cell_count = group_bounds(self.sorted_keys, self.ncx * self.ncy)
 
     def _cell_x(self, x: np.ndarray) -> np.ndarray:
+        """The cell column of x (same frame as the tiles, level-0 pixels in the kernel)."""
         return np.floor((x - self.gx) / self.w).astype(np.int64)
 
     def _cell_y(self, y: np.ndarray) -> np.ndarray:
+        """The cell row of y (same frame as the tiles, level-0 pixels in the kernel)."""
         return np.floor((y - self.gy) / self.h).astype(np.int64)
 
     def join(

@@ -84,6 +84,7 @@ class TileUnion:
         self._band_members()
 
     def _band(self, tile: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """The horizontal band of ``tile`` that holds tile-local ``y`` (level-0 pixels)."""
         band = np.floor(y / self.band_height[tile]).astype(np.int64)
         return np.clip(band, 0, self._BANDS - 1)
 

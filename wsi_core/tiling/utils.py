@@ -1,4 +1,5 @@
-"""Row helpers for tile and slide tables."""
+"""Row helpers for tile and slide tables (``row_hash``); values are hashed as given, whatever
+their unit."""
 
 from __future__ import annotations
 
