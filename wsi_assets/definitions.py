@@ -1,45 +1,44 @@
-"""The Dagster code location: ``dagster dev`` (workspace.yaml) loads ``defs`` from here.
+"""The Dagster code location: ``dagster dev`` (``workspace.yaml``) loads ``defs`` from here.
 
-Settings come from ``WSI_*`` environment variables with defaults that work on a fresh clone
-(see ``wsi_assets.config``). Tests and tools build their own with ``build_defs(settings)``.
+Settings are read from ``WSI_*`` environment variables when the location loads, not when this
+module is imported; tests and tools build their own definitions with ``build_defs(settings)``.
 """
 
-from __future__ import annotations
+import dagster as dg
 
-from dagster import AssetSelection, Definitions, define_asset_job, in_process_executor
+from wsi_assets.assets import build_assets
+from wsi_assets.automation import TABLE_KEYS, automation_sensor, sweep_sensor
+from wsi_assets.pipeline.settings import Settings
+from wsi_assets.sensors import slide_sensor
 
-from . import checks, schedules, sensors
-from .assets import build_assets
-from .config import WSISettings
-from .keys import SLIDE_JOB, TABLE_KEYS
-
+#: The job that builds one slide's tables (the sweep's runs, ``make run``, a click in the UI).
+SLIDE_JOB = "slide_tables"
 RESOURCE_KEY = "settings"
 
 
-def build_job():
-    """The per-slide job: the four tables and their checks, one slide partition per run, all
-    steps in the run's own process (no process per step; a many-slide engine such as Ray can
-    come later as another job)."""
-    return define_asset_job(
+def slide_job():  # noqa: ANN201 - define_asset_job's return type is not exported by dagster
+    """The tables of one slide partition per run, every step in the run's own process."""
+    return dg.define_asset_job(
         SLIDE_JOB,
-        selection=AssetSelection.assets(*TABLE_KEYS),
-        executor_def=in_process_executor,
-        description="All tables of one slide (runs from the sensor, the sweep, or the UI).",
+        selection=dg.AssetSelection.assets(*TABLE_KEYS),
+        executor_def=dg.in_process_executor,
+        description="The tables of one slide.",
     )
 
 
-def build_defs(settings: WSISettings | None = None) -> Definitions:
-    """Assets, checks, job, sensor and schedule bound to ``settings`` (default: from env)."""
-    settings = WSISettings.from_env() if settings is None else settings
-    return Definitions(
+def build_defs(settings: Settings) -> dg.Definitions:
+    """Assets, checks, job and sensors bound to ``settings``; the same object is the run-time
+    resource and the source of the tables' code versions."""
+    return dg.Definitions(
         assets=build_assets(settings),
-        asset_checks=checks.build(),
-        jobs=[build_job()],
-        sensors=[sensors.build()],
-        schedules=[schedules.build()],
+        jobs=[slide_job()],
+        sensors=[slide_sensor(), automation_sensor(), sweep_sensor(SLIDE_JOB)],
         resources={RESOURCE_KEY: settings},
-        executor=in_process_executor,
+        executor=dg.in_process_executor,
     )
 
 
-defs = build_defs()
+@dg.definitions
+def defs() -> dg.Definitions:
+    """The code location, with settings from the environment."""
+    return build_defs(Settings.load())

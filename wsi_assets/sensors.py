@@ -1,201 +1,266 @@
-"""The slide sensor: notices new and changed slides (and their annotation and overlay files).
+"""``slide_sensor``: notices new slides and new versions of slide, annotation and overlay files.
 
-Every tick lists the slide root once (one recursive listing; on S3 a paginated LIST). The
-cursor is a digest of that listing (slides plus companion files; plus the versions of
-companion files outside the root, when a template points there), so an unchanged folder
-costs no more than the listing and yields nothing. When something changed, the sensor
+Every tick lists the slide root once (a paginated LIST on S3). Slides are spread over
+``BUCKETS`` buckets by key, and the cursor keeps one digest per bucket of its slides' keys
+and file versions (and a digest of the settings that decide what the files are), so an
+unchanged root costs the listing and nothing else, and a change costs only its buckets.
+For the slides of changed buckets, at most ``SLIDES_PER_TICK`` per tick (the rest follow on
+the next ticks, so that no tick of a 10,000-slide root runs long), the sensor
 
-1. registers new slides (key -> URI, in the registry under the output root) and adds their
-   ``slides`` partitions;
-2. records an observation (data version) for every slide, annotation and overlay file whose
-   version differs from the last one recorded in the instance: the UI then shows exactly the
-   affected tables as stale;
-3. requests one run per new or changed slide (all four tables), run key
-   ``{key}:{slide version}``; and one run per changed annotation (``annotation_coverage``)
-   or overlay (``overlay_overlap``) file of an already known slide.
+1. registers slides that are new to the output root (:mod:`wsi_assets.pipeline.registry`)
+   and adds their ``slides`` partitions;
+2. reports a materialization of ``slide_file``, ``annotation_file`` or ``overlay_file`` for
+   every file whose version differs from the last one reported (an absent companion file
+   counts as the version ``missing``); declarative automation then requests exactly the
+   tables that read it (:mod:`wsi_assets.automation`).
 
-A removed slide is recorded as version ``missing`` (the sweep then leaves it alone); its
-partition and tables stay until someone deletes them.
+It requests no run itself. A slide that disappears keeps its partition and tables; nothing
+is reported for it, and the sweep leaves it alone.
 """
 
 import hashlib
-from collections.abc import Mapping, Sequence
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 
-from dagster import (
-    AssetKey,
-    AssetObservation,
-    DagsterInstance,
-    DefaultSensorStatus,
-    Definitions,
-    RunRequest,
-    SensorDefinition,
-    SensorEvaluationContext,
-    SensorResult,
-    SkipReason,
-    build_sensor_context,
-    sensor,
-)
-from dagster._core.definitions.data_version import DATA_VERSION_TAG
-from dagster._core.events import DagsterEventType
+import dagster as dg
 
-from . import storage
-from .config import WSISettings
-from .discovery import ANNOTATION, OVERLAY, SLIDE, is_absolute, scan_slides, source_versions
-from .keys import (
-    ANNOTATION_COVERAGE,
-    ANNOTATION_FILE,
-    OVERLAY_FILE,
-    OVERLAY_OVERLAP,
-    SLIDE_FILE,
-    SLIDE_JOB,
-    TABLE_KEYS,
-)
-from .partitions import PARTITIONS_NAME, slides_partitions
-from .registry import SlideRegistry
+from wsi_assets.partitions import PARTITIONS_NAME, SLIDES
+from wsi_assets.pipeline.locations import MISSING
+from wsi_assets.pipeline.settings import Settings
+from wsi_assets.pipeline.slides import KINDS, SlideFiles
+from wsi_assets.pipeline.steps import Pipeline
 
-SOURCE_BY_KIND = {SLIDE: SLIDE_FILE, ANNOTATION: ANNOTATION_FILE, OVERLAY: OVERLAY_FILE}
-#: What a change of each kind of file makes worth recomputing.
-TABLES_BY_KIND = {
-    SLIDE: list(TABLE_KEYS),
-    ANNOTATION: [AssetKey(ANNOTATION_COVERAGE)],
-    OVERLAY: [AssetKey(OVERLAY_OVERLAP)],
-}
+SOURCE_ASSETS = {"slide": "slide_file", "annotation": "annotation_file", "overlay": "overlay_file"}
+BUCKETS = 128
+#: Slides registered and compared per tick (each may report up to three file versions).
+SLIDES_PER_TICK = 400
 MINIMUM_INTERVAL_SECONDS = 30
+#: Partition keys per event-log query.
+QUERY_KEYS = 500
 
 
-def listing_digest(settings: WSISettings, listing: Mapping[str, Mapping]) -> str:
-    """The sensor's cursor: a digest of the slide-root listing (URIs and versions), and of the
-    versions of companion files outside the slide root when a template points outside it."""
-    parts = sorted(
-        f"{uri}\t{storage.version_from_info(uri, info)}" for uri, info in listing.items()
+def bucket_of(key: str) -> int:
+    """The bucket of a slide key (stable across processes and machines)."""
+    return int(hashlib.sha256(key.encode()).hexdigest()[:8], 16) % BUCKETS
+
+
+def setting_digest(settings: Settings) -> str:
+    """A digest of the settings that decide which files are slides and companions, and where
+    registrations go: when it changes, every bucket is looked at again."""
+    text = json.dumps(
+        [
+            settings.slide_root,
+            settings.output_root,
+            settings.slide_extensions,
+            settings.annotation_templates,
+            settings.overlay_templates,
+        ]
     )
-    if any(is_absolute(t) for t in [*settings.annotation_templates, *settings.overlay_templates]):
-        slides = {
-            key: entry.uri for key, entry in SlideRegistry(settings.output_root).load().items()
-        }
-        versions = source_versions(settings, slides, listing, settings.slide_root)
-        parts += sorted(
-            f"{kind}\t{key}\t{v}"
-            for kind in (ANNOTATION, OVERLAY)
-            for key, v in versions[kind].items()
-        )
-    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:24]
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
-def observed_versions(instance: DagsterInstance, asset_key: AssetKey) -> dict[str, str]:
-    """Latest recorded data version per partition of a source asset (one query)."""
-    tags = instance.event_log_storage.get_latest_tags_by_partition(
-        asset_key, DagsterEventType.ASSET_OBSERVATION, [DATA_VERSION_TAG]
+def bucket_digest(files: Iterable[SlideFiles]) -> str:
+    """A digest of a bucket's slides and their file versions ("" for an empty bucket)."""
+    lines = sorted(
+        f"{f.slide.key}\t{f.slide.relpath}\t" + "\t".join(f.version(kind) for kind in KINDS)
+        for f in files
     )
-    return {
-        key: values[DATA_VERSION_TAG] for key, values in tags.items() if DATA_VERSION_TAG in values
-    }
+    return hashlib.sha256("\n".join(lines).encode()).hexdigest()[:8] if lines else ""
 
 
-def observation(asset_key: AssetKey, partition: str, version: str) -> AssetObservation:
-    """An observation that records ``version`` as the data version of one source partition."""
-    return AssetObservation(
-        asset_key=asset_key, partition=partition, tags={DATA_VERSION_TAG: version}
+@dataclass(frozen=True)
+class Cursor:
+    """The sensor's state: the settings digest and one digest per bucket."""
+
+    settings: str = ""
+    buckets: tuple[str, ...] = ("",) * BUCKETS
+
+    @classmethod
+    def parse(cls, text: str | None) -> "Cursor":
+        if not text:
+            return cls()
+        document = json.loads(text)
+        digests = tuple(document["buckets"].split(","))
+        return cls(document["settings"], digests if len(digests) == BUCKETS else cls().buckets)
+
+    def dump(self) -> str:
+        return json.dumps({"settings": self.settings, "buckets": ",".join(self.buckets)})
+
+
+def recorded_versions(
+    instance: dg.DagsterInstance, asset: str, keys: Sequence[str]
+) -> dict[str, str]:
+    """The latest version reported for each of ``keys`` of a source asset (keys never
+    reported are absent). A few queries per ``QUERY_KEYS`` keys, newest records first."""
+    found: dict[str, str] = {}
+    for start in range(0, len(keys), QUERY_KEYS):
+        wanted = set(keys[start : start + QUERY_KEYS])
+        cursor = None
+        while wanted:
+            result = instance.fetch_materializations(
+                dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=list(wanted)),
+                limit=len(wanted) * 4,
+                cursor=cursor,
+            )
+            for record in result.records:
+                key = record.partition_key
+                if key in wanted and record.asset_materialization is not None:
+                    entry = record.asset_materialization.metadata.get("version")
+                    found[key] = str(entry.value) if entry is not None else ""
+                    wanted.discard(key)
+            if not result.has_more:
+                break
+            cursor = result.cursor
+    return found
+
+
+def source_events(
+    instance: dg.DagsterInstance, files: Sequence[SlideFiles]
+) -> list[dg.AssetMaterialization]:
+    """A materialization of each input file whose version differs from the last reported."""
+    keys = [f.slide.key for f in files]
+    events = []
+    for kind, asset in SOURCE_ASSETS.items():
+        recorded = recorded_versions(instance, asset, keys)
+        for slide_files in files:
+            version = slide_files.version(kind)
+            if recorded.get(slide_files.slide.key, MISSING) == version:
+                continue
+            found = slide_files.files.get(kind)
+            metadata: dict[str, dg.RawMetadataValue] = {"version": version}
+            if found is not None:
+                metadata["dagster/uri"] = dg.MetadataValue.path(found.uri)
+                metadata["size"] = found.size
+            events.append(
+                dg.AssetMaterialization(
+                    asset_key=asset,
+                    partition=slide_files.slide.key,
+                    metadata=metadata,
+                    description=f"{kind} file {'absent' if found is None else 'changed'}",
+                )
+            )
+    return events
+
+
+def evaluate(
+    context: dg.SensorEvaluationContext, settings: Settings, budget: int | None = SLIDES_PER_TICK
+) -> dg.SensorResult | dg.SkipReason:
+    """One tick (see the module docstring); ``budget`` None handles every changed bucket."""
+    pipeline = Pipeline(settings)
+    listing = pipeline.slides.listing()
+    by_bucket: dict[int, list[SlideFiles]] = {}
+    for slide in pipeline.slides.scan(listing):
+        by_bucket.setdefault(bucket_of(slide.key), []).append(pipeline.slides.files(slide, listing))
+    previous = Cursor.parse(context.cursor)
+    current = setting_digest(settings)
+    digests = [bucket_digest(by_bucket.get(b, [])) for b in range(BUCKETS)]
+    old = previous.buckets if previous.settings == current else Cursor().buckets
+    changed = [b for b in range(BUCKETS) if digests[b] != old[b]]
+    if not changed:
+        return dg.SkipReason(f"no change under {settings.slide_root}")
+    taken = _within_budget(changed, by_bucket, budget)
+    files = [f for b in taken for f in by_bucket.get(b, [])]
+    new_partitions, events = _register_and_compare(context, pipeline, files)
+    buckets = tuple(digests[b] if b in taken else old[b] for b in range(BUCKETS))
+    context.log.info(
+        f"{sum(map(len, by_bucket.values()))} slides listed; {len(files)} looked at in "
+        f"{len(taken)} of {len(changed)} changed buckets; {len(new_partitions)} new; "
+        f"{len(events)} file versions reported"
     )
-
-
-def evaluate(context: SensorEvaluationContext, settings: WSISettings) -> SensorResult | SkipReason:
-    """One tick (see the module docstring)."""
-    listing = storage.list_files(settings.slide_root)
-    digest = listing_digest(settings, listing)
-    if context.cursor == digest:
-        return SkipReason(f"no change under {settings.slide_root}")
-    slides = scan_slides(settings, listing)
-    if not slides:
-        return SensorResult(skip_reason=f"no slides under {settings.slide_root}", cursor=digest)
-    registry = SlideRegistry(settings.output_root)
-    keys = registry.register({slide.uri: slide.relpath for slide in slides})
-    uris = {keys[slide.uri]: slide.uri for slide in slides}
-    known = set(context.instance.get_dynamic_partitions(PARTITIONS_NAME))
-    new = sorted(key for key in uris if key not in known)
-    # every slide partition, listed or not: one that vanished is recorded as "missing"
-    every = {
-        key: entry.uri for key, entry in registry.load().items() if key in known or key in uris
-    }
-    current = source_versions(settings, every, listing, settings.slide_root)
-    events, requests = _changes(context.instance, current, new)
-    context.log.info(f"{len(slides)} slides, {len(new)} new, {len(requests)} runs requested")
-    return SensorResult(
-        run_requests=requests,
-        dynamic_partitions_requests=[slides_partitions.build_add_request(new)] if new else [],
+    return dg.SensorResult(
+        dynamic_partitions_requests=[SLIDES.build_add_request(new_partitions)]
+        if new_partitions
+        else [],
         asset_events=events,
-        cursor=listing_digest(settings, listing) if new else digest,  # new slides' companions count
+        cursor=Cursor(current, buckets).dump(),
     )
 
 
-def _changes(
-    instance: DagsterInstance, current: Mapping[str, Mapping[str, str]], new: Sequence[str]
-) -> tuple[list[AssetObservation], list[RunRequest]]:
-    """Observations for every changed file version, and the runs they call for."""
-    events: list[AssetObservation] = []
-    wanted: dict[str, dict[str, str]] = {}  # key -> {kind: version} of changed files
-    for kind, versions in current.items():
-        recorded = observed_versions(instance, SOURCE_BY_KIND[kind])
-        for key, version in versions.items():
-            if recorded.get(key) != version:
-                events.append(observation(SOURCE_BY_KIND[kind], key, version))
-                wanted.setdefault(key, {})[kind] = version
-    keys = sorted(set(wanted) | set(new))
-    requests = [_request(key, wanted.get(key, {}), key in new, current[SLIDE][key]) for key in keys]
-    return events, [request for request in requests if request is not None]
+def _within_budget(
+    changed: Sequence[int], by_bucket: Mapping[int, list[SlideFiles]], budget: int | None
+) -> list[int]:
+    """The changed buckets to handle this tick: whole buckets, at least one, until their
+    slides would exceed ``budget`` (all of them when ``budget`` is None)."""
+    taken: list[int] = []
+    slides = 0
+    for b in changed:
+        slides += len(by_bucket.get(b, []))
+        if taken and budget is not None and slides > budget:
+            break
+        taken.append(b)
+    return taken
 
 
-def _request(
-    key: str, changed: Mapping[str, str], is_new: bool, slide_version: str
-) -> RunRequest | None:
-    """The run for one slide whose files changed (None if its slide file is missing)."""
-    if slide_version == storage.MISSING:
-        return None
-    if is_new or SLIDE in changed:
-        return RunRequest(
-            partition_key=key, run_key=f"{key}:{slide_version}", asset_selection=list(TABLE_KEYS)
-        )
-    selection = [
-        asset for kind in (ANNOTATION, OVERLAY) if kind in changed for asset in TABLES_BY_KIND[kind]
-    ]
-    versions = ":".join(f"{kind}={changed[kind]}" for kind in sorted(changed))
-    return RunRequest(partition_key=key, run_key=f"{key}:{versions}", asset_selection=selection)
+def _register_and_compare(
+    context: dg.SensorEvaluationContext, pipeline: Pipeline, files: Sequence[SlideFiles]
+) -> tuple[list[str], list[dg.AssetMaterialization]]:
+    """Register the slides of ``files`` that are new to the output root; return the keys
+    without a partition yet and the file versions to report. A slide whose key is held by
+    another file is left out, with an error in the tick's log that names both."""
+    registry = pipeline.registry
+    registered = registry.registered()
+    held, clashes = registry.register(
+        [f.slide.relpath for f in files if f.slide.key not in registered]
+    )
+    usable = []
+    for slide_files in files:
+        slide = slide_files.slide
+        holder = held.get(slide.key) or registry.lookup(slide.key)
+        if holder is not None and holder.relpath == slide.relpath:
+            usable.append(slide_files)
+        elif holder is not None and slide.key in registered:
+            clashes.append(
+                f"{slide.relpath}: partition key {slide.key!r} belongs to {holder.relpath}; "
+                "rename one of them or move it into a folder"
+            )
+    for message in clashes:
+        context.log.error(message)
+    partitions = set(context.instance.get_dynamic_partitions(PARTITIONS_NAME))
+    new = sorted({f.slide.key for f in usable} - partitions)
+    return new, source_events(context.instance, usable)
 
 
-def apply_sensor_tick(instance: DagsterInstance, defs: Definitions) -> SensorResult | None:
-    """Evaluate ``slide_sensor`` once, outside the daemon, and persist what it asks for:
-    new partitions and observations (as the daemon does). Its run requests are returned, not
-    launched (``wsi_assets.run_demo`` runs whatever is missing or stale instead)."""
-    sensor_def = defs.get_repository_def().get_sensor_def("slide_sensor")
-    with build_sensor_context(
-        instance=instance, definitions=defs, resources=dict(defs.resources or {})
-    ) as context:
-        result = sensor_def(context)
-    if not isinstance(result, SensorResult):
-        return None
+def apply(instance: dg.DagsterInstance, result: dg.SensorResult | dg.SkipReason) -> None:
+    """Persist what a tick asks for (new partitions, reported file versions) as the daemon
+    would; for ``make run``, which evaluates the sensor without a daemon."""
+    if not isinstance(result, dg.SensorResult):
+        return
     for request in result.dynamic_partitions_requests or []:
-        instance.add_dynamic_partitions(
-            request.partitions_def_name, list(request.partition_keys or [])
-        )
+        if isinstance(request, dg.AddDynamicPartitionsRequest):
+            instance.add_dynamic_partitions(
+                request.partitions_def_name, list(request.partition_keys)
+            )
     for event in result.asset_events or []:
         instance.report_runless_asset_event(event)
+
+
+def tick(
+    instance: dg.DagsterInstance,
+    settings: Settings,
+    cursor: str | None = None,
+    budget: int | None = None,
+) -> dg.SensorResult | dg.SkipReason:
+    """Evaluate the sensor once outside the daemon and apply its result."""
+    with dg.build_sensor_context(instance=instance, cursor=cursor) as context:
+        result = evaluate(context, settings, budget)
+    apply(instance, result)
     return result
 
 
-def build(job_name: str = SLIDE_JOB) -> SensorDefinition:
+def slide_sensor() -> dg.SensorDefinition:
     """The slide sensor (running by default, every ``MINIMUM_INTERVAL_SECONDS``)."""
 
-    @sensor(
+    @dg.sensor(
         name="slide_sensor",
-        job_name=job_name,
         minimum_interval_seconds=MINIMUM_INTERVAL_SECONDS,
-        default_status=DefaultSensorStatus.RUNNING,
-        description="Lists the slide root; registers new slides, records file versions, and "
-        "requests runs for new and changed slides, annotations and overlays.",
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description="Lists the slide root; registers new slides and records new versions of "
+        "slide, annotation and overlay files.",
     )
-    def slide_sensor(
-        context: SensorEvaluationContext, settings: WSISettings
-    ) -> SensorResult | SkipReason:
+    def sensor(
+        context: dg.SensorEvaluationContext, settings: dg.ResourceParam[Settings]
+    ) -> dg.SensorResult | dg.SkipReason:
         return evaluate(context, settings)
 
-    return slide_sensor
+    return sensor

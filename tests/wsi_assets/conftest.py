@@ -1,23 +1,27 @@
-"""Fixtures for the Dagster layer: small synthetic demo slides, a temporary persistent
-Dagster instance, and the definitions bound to settings that point at temporary folders."""
+"""Fixtures for the asset layer: small synthetic demo slides, a temporary persistent Dagster
+instance, and a harness bound to settings that point at temporary folders."""
+
+from __future__ import annotations
 
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
+import dagster as dg
 import pytest
-from dagster import DagsterInstance, instance_for_test
-from wsi_assets_support import SCALE, Pipeline, make_settings
+from wsi_assets_support import SCALE, Harness, make_settings
 
-from wsi_assets import demo
-from wsi_assets.definitions import build_defs
+from wsi_assets.pipeline import demo
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    # Raised inside Dagster itself when it converts observable source assets (not our code).
-    config.addinivalue_line(
-        "filterwarnings", "ignore:Property `OpDefinition.version`:DeprecationWarning"
-    )
+@pytest.fixture(autouse=True)
+def _no_wsi_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Settings in tests come from the test, never from the developer's WSI_* variables."""
+    import os
+
+    for name in list(os.environ):
+        if name.startswith("WSI_") and name != "WSI_SHARED_DATA":
+            monkeypatch.delenv(name)
 
 
 @pytest.fixture(scope="session")
@@ -36,20 +40,13 @@ def slide_root(tmp_path: Path, demo_source: Path) -> Path:
     return root
 
 
-@pytest.fixture(name="make_settings")
-def make_settings_fixture():
-    """``make_settings(slide_root, output_root, **overrides)`` for tests."""
-    return make_settings
-
-
 @pytest.fixture
-def instance() -> Iterator[DagsterInstance]:
+def instance() -> Iterator[dg.DagsterInstance]:
     """A temporary, persistent (SQLite) Dagster instance."""
-    with instance_for_test() as dagster_instance:
+    with dg.instance_for_test() as dagster_instance:
         yield dagster_instance
 
 
 @pytest.fixture
-def pipeline(slide_root: Path, tmp_path: Path, instance: DagsterInstance) -> Pipeline:
-    settings = make_settings(slide_root, tmp_path / "output")
-    return Pipeline(settings, build_defs(settings), instance)
+def harness(slide_root: Path, tmp_path: Path, instance: dg.DagsterInstance) -> Harness:
+    return Harness(make_settings(slide_root, tmp_path / "output"), instance)

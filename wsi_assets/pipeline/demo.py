@@ -208,7 +208,7 @@ def geojson(regions: Sequence[tuple[str, Polygon]]) -> str:
             {
                 "type": "Feature",
                 "id": str(uuid.UUID(int=i + 1)),
-                "geometry": {"type": "Polygon", "coordinates": [ring + [ring[0]]]},
+                "geometry": {"type": "Polygon", "coordinates": [[*ring, ring[0]]]},
                 "properties": {"objectType": "annotation", "classification": {"name": label}},
             }
         )

@@ -1,0 +1,176 @@
+"""The asset graph: three observed input files and the four per-slide tables.
+
+Each table asset is the same few lines: build the table with
+:meth:`wsi_assets.pipeline.steps.Pipeline.build` (stores in, builder, store out), apply the
+table's checks to what it built, return a ``MaterializeResult``. Input files are external
+assets: ``slide_sensor`` reports a materialization of a slide's ``annotation_file`` when that
+file changes, which is how Dagster knows that only ``annotation_coverage`` must follow.
+"""
+
+import warnings
+from collections.abc import Callable
+
+import dagster as dg
+
+from wsi_assets.automation import table_condition
+from wsi_assets.metadata import materialize_result
+from wsi_assets.partitions import SLIDES
+from wsi_assets.pipeline.settings import Settings
+from wsi_assets.pipeline.slides import ANNOTATION, OVERLAY, SLIDE
+from wsi_assets.pipeline.steps import Built, Pipeline
+from wsi_core.errors import WSIError
+from wsi_core.tables import ANNOTATION_COVERAGE, OVERLAY_OVERLAP, SLIDE_METADATA, TILE_GRID
+from wsi_core.tables import checks as rules
+
+GROUP = "tiles"
+SOURCE_GROUP = "sources"
+#: The external asset of each kind of input file.
+SOURCE_ASSETS = {SLIDE: "slide_file", ANNOTATION: "annotation_file", OVERLAY: "overlay_file"}
+#: Input files and upstream tables of each table.
+DEPS = {
+    SLIDE_METADATA: ["slide_file"],
+    TILE_GRID: [SLIDE_METADATA],
+    ANNOTATION_COVERAGE: [TILE_GRID, "annotation_file"],
+    OVERLAY_OVERLAP: [TILE_GRID, "overlay_file"],
+}
+DESCRIPTIONS = {
+    SLIDE_METADATA: "One row per slide: pyramid levels, base mpp, and the level closest to the "
+    "target mpp (the one tile_grid tiles).",
+    TILE_GRID: "One row per tile of the chosen level: origin in level pixels and at level 0, "
+    "extent, stride, mpp and downsample.",
+    ANNOTATION_COVERAGE: "Per tile: fraction of the ROI covered by each configured label class "
+    "(coverage_<class>); null where the slide has no annotation file.",
+    OVERLAY_OVERLAP: "Per tile: fraction of the ROI's overlay pixels per overlay value (map), "
+    "and tissue_fraction (value != 0); null where the slide has no overlay.",
+}
+#: Storage errors (``OSError``) are retried; a bad input file fails at once, never retried.
+RETRY = dg.RetryPolicy(max_retries=2, delay=2.0, backoff=dg.Backoff.EXPONENTIAL)
+
+
+Rule = Callable[[Built], rules.Verdict]
+#: The checks of each table: name -> (description, rule on the built table and its upstream).
+CHECKS: dict[str, dict[str, tuple[str, Rule]]] = {
+    TILE_GRID: {
+        "tiles_inside_slide": (
+            "Every tile origin lies inside the chosen level.",
+            lambda b: rules.tiles_inside_slide(b.data, b.upstream),
+        ),
+    },
+    ANNOTATION_COVERAGE: {
+        "coverage_in_unit_interval": (
+            "Every coverage value is in [0, 1] (or null).",
+            lambda b: rules.coverage_in_unit_interval(b.data),
+        ),
+        "rows_match_tile_grid": (
+            "One row per tile of tile_grid, same tiles, same order.",
+            lambda b: rules.rows_match_grid(b.data, b.upstream),
+        ),
+    },
+    OVERLAY_OVERLAP: {
+        "fractions_sum_to_one": (
+            "Per tile, overlay fractions sum to 1 (or the tile is null).",
+            lambda b: rules.fractions_sum_to_one(b.data),
+        ),
+        "rows_match_tile_grid": (
+            "One row per tile of tile_grid, same tiles, same order.",
+            lambda b: rules.rows_match_grid(b.data, b.upstream),
+        ),
+    },
+}
+
+
+def source_specs() -> list[dg.AssetSpec]:
+    """The three input files of each slide, as external assets."""
+    about = {
+        SLIDE: "Slide file under the slide root.",
+        ANNOTATION: "Annotation file (ASAP XML, GeoJSON, Darwin JSON) found by the annotation "
+        "templates.",
+        OVERLAY: "Overlay raster (a tissue mask) found by the overlay templates.",
+    }
+    return [
+        dg.AssetSpec(name, partitions_def=SLIDES, group_name=SOURCE_GROUP, description=about[kind])
+        for kind, name in SOURCE_ASSETS.items()
+    ]
+
+
+def check_specs(table: str) -> list[dg.AssetCheckSpec]:
+    """One check per slide partition. Partitioned checks are a Dagster preview feature: its
+    warning, and only that one, is silenced where the specs are made."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore",
+            message="Specifying a partitions_def on an AssetCheckSpec",
+            category=dg.PreviewWarning,
+        )
+        return [
+            dg.AssetCheckSpec(name, asset=table, description=about, partitions_def=SLIDES)
+            for name, (about, _) in CHECKS.get(table, {}).items()
+        ]
+
+
+def check_results(built: Built) -> list[dg.AssetCheckResult]:
+    """The checks of ``built``'s table applied to it (no read: it is in memory)."""
+    results = []
+    for name, (_, rule) in CHECKS.get(built.table, {}).items():
+        verdict = rule(built)
+        results.append(
+            dg.AssetCheckResult(
+                check_name=name,
+                passed=verdict.passed,
+                description=verdict.description,
+                metadata=verdict.metadata,
+            )
+        )
+    return results
+
+
+def build(settings: Settings, table: str, key: str) -> Built:
+    """Build ``table`` of slide ``key``. A storage error (``OSError``) is raised as is and
+    retried by ``RETRY``; anything else fails the partition at once, never retried: an
+    unusable input with a message that starts with the file, an unexpected error with its
+    type."""
+    try:
+        return Pipeline(settings).build(table, key)
+    except OSError:
+        raise
+    except WSIError as error:
+        raise dg.Failure(
+            description=str(error),
+            metadata={"file": dg.MetadataValue.path(error.path or ""), "problem": error.problem},
+            allow_retries=False,
+        ) from error
+    except Exception as error:
+        raise dg.Failure(
+            description=f"{table} of {key}: {type(error).__name__}: {error}", allow_retries=False
+        ) from error
+
+
+def table_asset(table: str, settings: Settings) -> dg.AssetsDefinition:
+    """The asset of ``table``; its code version follows the settings it depends on."""
+
+    @dg.asset(
+        name=table,
+        partitions_def=SLIDES,
+        deps=DEPS[table],
+        group_name=GROUP,
+        kinds={"parquet"},
+        retry_policy=RETRY,
+        code_version=settings.code_version(table),
+        automation_condition=table_condition(),
+        check_specs=check_specs(table),
+        description=DESCRIPTIONS[table],
+    )
+    def compute(
+        context: dg.AssetExecutionContext, settings: dg.ResourceParam[Settings]
+    ) -> dg.MaterializeResult:
+        built = build(settings, table, context.partition_key)
+        context.log.info(f"{built.stored.uri}: {built.data.num_rows} rows")
+        return materialize_result(built, settings, check_results(built))
+
+    return compute
+
+
+def build_assets(settings: Settings) -> list[dg.AssetSpec | dg.AssetsDefinition]:
+    """Input files and tables, the tables' code versions bound to ``settings``."""
+    tables = [table_asset(table, settings) for table in DEPS]
+    return [*source_specs(), *tables]

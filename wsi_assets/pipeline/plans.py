@@ -1,0 +1,134 @@
+"""Which tables of which slides are missing or out of date, and why: decided from the tables
+in the current output root and the files under the slide root, by any engine.
+
+A stored table is current when the provenance in its Parquet footer equals the provenance it
+would get if it were built now: the same code version (code revision and the settings the
+table depends on), the same data version of the input file it reads, and an upstream table
+that is itself current. Provenance ids chain from ``slide_metadata`` down, so a changed slide
+file makes all four tables out of date, a changed annotation only ``annotation_coverage``, a
+new tile size ``tile_grid`` and both tables below it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from wsi_assets.pipeline.locations import Info
+from wsi_assets.pipeline.slides import SLIDE, Slide, SlideFiles
+from wsi_assets.pipeline.steps import SOURCE_OF, Pipeline, provenance
+from wsi_assets.pipeline.tables import Provenance
+from wsi_core.tables import TABLES
+from wsi_core.tables.schemas import UPSTREAM
+
+CURRENT = "current"
+MISSING = "missing"
+OUT_OF_DATE = "out of date"
+
+
+@dataclass(frozen=True)
+class TableState:
+    """One stored table of one slide: ``current``, ``missing`` or ``out of date``, and why."""
+
+    table: str
+    state: str
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class SlidePlan:
+    """What to build for one slide (tables upstream first) and why."""
+
+    slide: Slide
+    states: Mapping[str, TableState] = field(default_factory=dict)
+    slide_file_missing: bool = False
+    #: The slide's input files as found when the plan was made.
+    files: SlideFiles | None = None
+
+    @property
+    def todo(self) -> list[str]:
+        """The tables to build, upstream first (empty when all are current or the slide
+        file is gone)."""
+        if self.slide_file_missing:
+            return []
+        return [table for table in TABLES if self.states[table].state != CURRENT]
+
+    def reasons(self) -> dict[str, str]:
+        """Table -> why it must be built, for the tables in :attr:`todo`."""
+        return {table: self.states[table].reason for table in self.todo}
+
+
+def expected(pipeline: Pipeline, files: SlideFiles) -> dict[str, Provenance]:
+    """The provenance each table of the slide would get if it were built now."""
+    result: dict[str, Provenance] = {}
+    for table in TABLES:  # upstream first
+        parent = UPSTREAM[table]
+        source = SOURCE_OF.get(table)
+        result[table] = provenance(
+            pipeline.settings,
+            table,
+            None if source is None else files.version(source),
+            None if parent is None else result[parent].id,
+        )
+    return result
+
+
+def compare(table: str, stored: Provenance | None, wanted: Provenance) -> TableState:
+    """The state of a stored table (None: stored without provenance) against ``wanted``."""
+    if stored is None:
+        return TableState(table, OUT_OF_DATE, "stored without provenance (an older version)")
+    if stored.id == wanted.id:
+        return TableState(table, CURRENT)
+    if stored.code_version != wanted.code_version:
+        reason = f"settings or code changed (code version {stored.code_version} -> "
+        return TableState(table, OUT_OF_DATE, reason + f"{wanted.code_version})")
+    changed = sorted(
+        name
+        for name in {*stored.inputs, *wanted.inputs}
+        if stored.inputs.get(name) != wanted.inputs.get(name)
+    )
+    what = ", ".join(f"{name} table" if name in UPSTREAM else f"{name} file" for name in changed)
+    return TableState(table, OUT_OF_DATE, f"{what} changed")
+
+
+def plan(
+    pipeline: Pipeline,
+    slides: Sequence[Slide],
+    slide_listing: Mapping[str, Info] | None = None,
+    table_listings: Mapping[str, Mapping[str, Info]] | None = None,
+) -> list[SlidePlan]:
+    """The plan of each of ``slides``.
+
+    ``slide_listing`` (from ``SlideStore.listing``) and ``table_listings`` (table ->
+    ``TableStore.listing``) save the listings when the caller already has them. Stored
+    tables cost one footer read each (several at once).
+    """
+    listings = table_listings or {t: pipeline.tables.listing(t) for t in TABLES}
+    files = [pipeline.slides.files(slide, slide_listing) for slide in slides]
+    stored = _stored_provenances(pipeline, [slide.key for slide in slides], listings)
+    plans = []
+    for slide_files in files:
+        key = slide_files.slide.key
+        if slide_files.files[SLIDE] is None:
+            plans.append(SlidePlan(slide_files.slide, slide_file_missing=True, files=slide_files))
+            continue
+        wanted = expected(pipeline, slide_files)
+        states = {
+            table: compare(table, stored[table][key], wanted[table])
+            if key in stored[table]
+            else TableState(table, MISSING, "not stored in the output root")
+            for table in TABLES
+        }
+        plans.append(SlidePlan(slide_files.slide, states, files=slide_files))
+    return plans
+
+
+def _stored_provenances(
+    pipeline: Pipeline, keys: Iterable[str], listings: Mapping[str, Mapping[str, Info]]
+) -> dict[str, dict[str, Provenance | None]]:
+    """Table -> slide key -> provenance of the stored tables among ``keys``."""
+    wanted = list(keys)
+    return {
+        table: pipeline.tables.provenances(table, [k for k in wanted if k in listings[table]])
+        for table in TABLES
+    }
