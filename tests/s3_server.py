@@ -56,6 +56,21 @@ def aws_environment(endpoint: str) -> dict[str, str]:
     }
 
 
+#: Every request the server answered, as (method, path with query), in order.
+REQUESTS: list[tuple[str, str]] = []
+
+
+@contextmanager
+def recorded_requests() -> Iterator[list[tuple[str, str]]]:
+    """The requests the server answers inside the ``with`` block, as (method, path)."""
+    start = len(REQUESTS)
+    seen: list[tuple[str, str]] = []
+    try:
+        yield seen
+    finally:
+        seen.extend(REQUESTS[start:])
+
+
 def _make_server(*args: Any, request_handler: type | None = None, **kwargs: Any) -> Any:
     """werkzeug's ``make_server`` with a request handler that sends one ``Server`` header.
 
@@ -67,6 +82,7 @@ def _make_server(*args: Any, request_handler: type | None = None, **kwargs: Any)
 
     class OneServerHeader(base):  # type: ignore[misc, valid-type]
         def send_response(self, code: int, message: str | None = None) -> None:
+            REQUESTS.append((self.command, self.path))
             self.log_request(code)
             self.send_response_only(code, message)
             self.send_header("Date", self.date_time_string())

@@ -209,9 +209,10 @@ def run_request(slide_plan: SlidePlan, suffix: str = "") -> dg.RunRequest:
 
 
 def sweep(
-    context: dg.SensorEvaluationContext, settings: Settings
+    context: dg.SensorEvaluationContext, settings: Settings, now: float | None = None
 ) -> dg.SensorResult | dg.SkipReason:
-    """One sweep tick over the next page of slide partitions."""
+    """One sweep tick over the next page of slide partitions (at ``now``, seconds since the
+    epoch; default: the current time)."""
     keys = context.instance.get_dynamic_partitions(PARTITIONS_NAME)
     page, cursor = page_of(keys, context.cursor or None, SWEEP_PAGE)
     if not page:
@@ -221,7 +222,7 @@ def sweep(
     listed = {slide.key: slide for slide in pipeline.slides.scan(listing)}
     slides: list[Slide] = [listed[key] for key in page if key in listed]
     plans = plan(pipeline, slides, listing)
-    now = time.time()
+    now = time.time() if now is None else now
     registered = pipeline.registry.registered()
     settled = [p for p in plans if p.todo and not young(p, listing, registered, now)]
     busy, failed = busy_and_failed(context.instance, [p.slide.key for p in settled])

@@ -109,7 +109,9 @@ def test_materialization_metadata_in_the_ui(harness: Harness) -> None:
     coverage = latest_metadata(harness, ANNOTATION_COVERAGE, key)
     assert coverage["measured"].value is True
     assert coverage["labels_in_file"].value == ["Stroma", "Tumor"]
-    assert coverage["annotation_file"].value == str(Path(harness.settings.slide_root) / "demo_slide_01.xml")
+    assert coverage["annotation_file"].value == str(
+        Path(harness.settings.slide_root) / "demo_slide_01.xml"
+    )
     record = harness.instance.get_latest_materialization_event(dg.AssetKey(TILE_GRID))
     assert record is not None
     assert record.tags["dagster/code_version"] == harness.settings.code_version(TILE_GRID)

@@ -44,7 +44,10 @@ def test_demo_tables_through_the_pipeline(slide_root: Path, tmp_path: Path) -> N
     for key in DEMO_KEYS:
         for table in TABLES:
             pipeline.build(table, key)
-            assert fingerprint(pipeline.tables.read(table, key)[0]) == golden[key][table], (key, table)
+            assert fingerprint(pipeline.tables.read(table, key)[0]) == golden[key][table], (
+                key,
+                table,
+            )
 
 
 def test_real_slide_tables_through_dagster(

@@ -94,7 +94,11 @@ def test_missing_files_in_the_output_root_and_switching_roots(
     touch(slide_root / "demo_slide_02.geojson")  # changes while the other root is in use
     build_all(Pipeline(second))
     back = todo(first)  # root a has the old coverage of demo_slide_02
-    assert back == {"demo_slide_01": [], "demo_slide_02": [ANNOTATION_COVERAGE], "case_03_HE-3101e499": []}
+    assert back == {
+        "demo_slide_01": [],
+        "demo_slide_02": [ANNOTATION_COVERAGE],
+        "case_03_HE-3101e499": [],
+    }
 
 
 def test_removed_companions_and_vanished_slides(slide_root: Path, tmp_path: Path) -> None:
@@ -103,7 +107,9 @@ def test_removed_companions_and_vanished_slides(slide_root: Path, tmp_path: Path
     (slide_root / "demo_slide_01.xml").unlink()
     shutil.move(slide_root / "demo_slide_02.tiff", tmp_path / "elsewhere.tiff")
     pipeline = Pipeline(settings)
-    slides = {s.key: s for s in Pipeline(make_settings(tmp_path / "none", tmp_path / "x")).slides.scan()}
+    slides = {
+        s.key: s for s in Pipeline(make_settings(tmp_path / "none", tmp_path / "x")).slides.scan()
+    }
     assert slides == {}
     every = [pipeline.slides.slide(r) for r in ("demo_slide_01.tiff", "demo_slide_02.tiff")]
     plans = {p.slide.key: p for p in plan(pipeline, every)}

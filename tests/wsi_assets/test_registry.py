@@ -70,5 +70,7 @@ def test_concurrent_writers_lose_nothing(tmp_path: Path) -> None:
     registry = Registry(str(tmp_path))
     assert set(registry.registered()) == {slide_key(p) for p in SLIDES}
     assert all(registry.lookup(slide_key(p)) == Registration(slide_key(p), p) for p in SLIDES)
-    leftovers = [p.name for p in (tmp_path / "_registry" / "slides").iterdir() if p.suffix != ".json"]
+    leftovers = [
+        p.name for p in (tmp_path / "_registry" / "slides").iterdir() if p.suffix != ".json"
+    ]
     assert leftovers == []

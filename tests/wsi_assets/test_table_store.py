@@ -81,7 +81,7 @@ def test_remote_footers_are_read_from_the_tail(monkeypatch: pytest.MonkeyPatch) 
     reads: list[tuple[int | None, int | None]] = []
     original = type(fs).cat_file
 
-    def spy(self, path, start=None, end=None, **kwargs):  # noqa: ANN001, ANN202
+    def spy(self, path, start=None, end=None, **kwargs):
         reads.append((start, end))
         return original(self, path, start=start, end=end, **kwargs)
 

@@ -52,8 +52,9 @@ def read_source(
         return name, source.read()
     if isinstance(source, str):
         if is_url(source):
-            with fsspec.open(source, "rb", **(storage_options or {})) as handle:
-                return name, handle.read()
+            # One ranged GET from byte 0: opening the file would ask for its size first.
+            fs, path = fsspec.core.url_to_fs(source, **(storage_options or {}))
+            return name, fs.cat_file(path, start=0)
         with open(source, "rb") as handle:
             return name, handle.read()
     if isinstance(source, os.PathLike):
