@@ -1,22 +1,32 @@
-"""``python -m benchmarks``: run every benchmark and print one table (seconds, tiles/s, ratio)."""
+"""``python -m benchmarks [suite ...]``: run the benchmarks and print their figures.
+
+Kernel suites print seconds, tiles per second and the ratio to their baseline, measured in
+the same run; the automation suite prints the seconds of each tick and what it did.
+"""
 
 from __future__ import annotations
 
 import importlib
 import sys
 
-SUITES = ("bench_coverage", "bench_overlay")
+SUITES = ("bench_coverage", "bench_overlay", "bench_automation")
+
+
+def _line(row: dict) -> str:
+    if "tiles_per_s" in row:
+        return (
+            f"{row['name']:<56} {row['seconds']:>9.4f} {row['tiles_per_s']:>10.0f} "
+            f"{row['ratio_vs_baseline']:>11.1f}x"
+        )
+    return f"{row['name']:<56} {row['seconds']:>9.3f}   {row.get('note', '')}"
 
 
 def main(names: list[str]) -> None:
-    print(f"{'benchmark':<52} {'seconds':>9} {'tiles/s':>10} {'vs baseline':>12}")
+    print(f"{'benchmark':<56} {'seconds':>9} {'tiles/s':>10} {'vs baseline':>12}")
     for name in names or SUITES:
         module = importlib.import_module(f"benchmarks.{name}")
         for row in module.run():
-            print(
-                f"{row['name']:<52} {row['seconds']:>9.4f} {row['tiles_per_s']:>10.0f} "
-                f"{row['ratio_vs_baseline']:>11.1f}x"
-            )
+            print(_line(row), flush=True)
 
 
 if __name__ == "__main__":

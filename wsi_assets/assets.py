@@ -16,16 +16,13 @@ from wsi_assets.automation import table_condition
 from wsi_assets.metadata import materialize_result
 from wsi_assets.partitions import SLIDES
 from wsi_assets.pipeline.settings import Settings
-from wsi_assets.pipeline.slides import ANNOTATION, OVERLAY, SLIDE
-from wsi_assets.pipeline.steps import Built, Pipeline
+from wsi_assets.pipeline.steps import SOURCE_OF, Built, Pipeline
+from wsi_assets.sources import source_event, source_specs
 from wsi_core.errors import WSIError
 from wsi_core.tables import ANNOTATION_COVERAGE, OVERLAY_OVERLAP, SLIDE_METADATA, TILE_GRID
 from wsi_core.tables import checks as rules
 
 GROUP = "tiles"
-SOURCE_GROUP = "sources"
-#: The external asset of each kind of input file.
-SOURCE_ASSETS = {SLIDE: "slide_file", ANNOTATION: "annotation_file", OVERLAY: "overlay_file"}
 #: Input files and upstream tables of each table.
 DEPS = {
     SLIDE_METADATA: ["slide_file"],
@@ -79,20 +76,6 @@ CHECKS: dict[str, dict[str, tuple[str, Rule]]] = {
 }
 
 
-def source_specs() -> list[dg.AssetSpec]:
-    """The three input files of each slide, as external assets."""
-    about = {
-        SLIDE: "Slide file under the slide root.",
-        ANNOTATION: "Annotation file (ASAP XML, GeoJSON, Darwin JSON) found by the annotation "
-        "templates.",
-        OVERLAY: "Overlay raster (a tissue mask) found by the overlay templates.",
-    }
-    return [
-        dg.AssetSpec(name, partitions_def=SLIDES, group_name=SOURCE_GROUP, description=about[kind])
-        for kind, name in SOURCE_ASSETS.items()
-    ]
-
-
 def check_specs(table: str) -> list[dg.AssetCheckSpec]:
     """One check per slide partition. Partitioned checks are a Dagster preview feature: its
     warning, and only that one, is silenced where the specs are made."""
@@ -124,13 +107,21 @@ def check_results(built: Built) -> list[dg.AssetCheckResult]:
     return results
 
 
-def build(settings: Settings, table: str, key: str) -> Built:
-    """Build ``table`` of slide ``key``. A storage error (``OSError``) is raised as is and
-    retried by ``RETRY``; anything else fails the partition at once, never retried: an
-    unusable input with a message that starts with the file, an unexpected error with its
-    type."""
+def build(context: dg.AssetExecutionContext, settings: Settings, table: str) -> Built:
+    """Build ``table`` of the run's slide, first recording the version of the input file it
+    reads (so that ``slide_sensor`` notices when the file changes, even if this build fails).
+
+    A storage error (``OSError``) is raised as is and retried by ``RETRY``; anything else
+    fails the partition at once, never retried: an unusable input with a message that starts
+    with the file, an unexpected error with its type."""
+    key = context.partition_key
+    pipeline = Pipeline(settings)
     try:
-        return Pipeline(settings).build(table, key)
+        files = None
+        if table in SOURCE_OF:
+            files = pipeline.inputs(key)
+            context.log_event(source_event(SOURCE_OF[table], files, f"read by {table}"))
+        return pipeline.build(table, key, files)
     except OSError:
         raise
     except WSIError as error:
@@ -163,7 +154,7 @@ def table_asset(table: str, settings: Settings) -> dg.AssetsDefinition:
     def compute(
         context: dg.AssetExecutionContext, settings: dg.ResourceParam[Settings]
     ) -> dg.MaterializeResult:
-        built = build(settings, table, context.partition_key)
+        built = build(context, settings, table)
         context.log.info(f"{built.stored.uri}: {built.data.num_rows} rows")
         return materialize_result(built, settings, check_results(built))
 

@@ -32,14 +32,9 @@ from wsi_assets.pipeline.plans import SlidePlan, plan
 from wsi_assets.pipeline.settings import Settings
 from wsi_assets.pipeline.slides import Slide
 from wsi_assets.pipeline.steps import Pipeline
+from wsi_assets.sources import SOURCE_KEYS
 from wsi_core.tables import TABLES
 
-#: The observed input files (external assets whose materializations ``slide_sensor`` reports).
-SOURCE_KEYS = (
-    dg.AssetKey("slide_file"),
-    dg.AssetKey("annotation_file"),
-    dg.AssetKey("overlay_file"),
-)
 TABLE_KEYS = tuple(dg.AssetKey(table) for table in TABLES)
 
 SWEEP_INTERVAL_SECONDS = 300

@@ -16,7 +16,7 @@ SLIDE_JOB = "slide_tables"
 RESOURCE_KEY = "settings"
 
 
-def slide_job():  # noqa: ANN201 - define_asset_job's return type is not exported by dagster
+def slide_job():
     """The tables of one slide partition per run, every step in the run's own process."""
     return dg.define_asset_job(
         SLIDE_JOB,

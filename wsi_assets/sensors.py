@@ -1,21 +1,24 @@
-"""``slide_sensor``: notices new slides and new versions of slide, annotation and overlay files.
+"""``slide_sensor``: notices new slides, and input files that changed under stored tables.
 
 Every tick lists the slide root once (a paginated LIST on S3). Slides are spread over
 ``BUCKETS`` buckets by key, and the cursor keeps one digest per bucket of its slides' keys
 and file versions (and a digest of the settings that decide what the files are), so an
 unchanged root costs the listing and nothing else, and a change costs only its buckets.
 For the slides of changed buckets, at most ``SLIDES_PER_TICK`` per tick (the rest follow on
-the next ticks, so that no tick of a 10,000-slide root runs long), the sensor
+the next ticks), the sensor
 
 1. registers slides that are new to the output root (:mod:`wsi_assets.pipeline.registry`)
-   and adds their ``slides`` partitions;
-2. reports a materialization of ``slide_file``, ``annotation_file`` or ``overlay_file`` for
-   every file whose version differs from the last one reported (an absent companion file
-   counts as the version ``missing``); declarative automation then requests exactly the
-   tables that read it (:mod:`wsi_assets.automation`).
+   and adds their ``slides`` partitions: declarative automation builds their tables;
+2. compares each slide's files with the versions last recorded for them (by the run that
+   read them, or by an earlier tick) and reports a materialization of ``slide_file``,
+   ``annotation_file`` or ``overlay_file`` for every file whose version differs (an absent
+   companion file has the version ``missing``): declarative automation then rebuilds exactly
+   the tables that read it (:mod:`wsi_assets.sources`).
 
-It requests no run itself. A slide that disappears keeps its partition and tables; nothing
-is reported for it, and the sweep leaves it alone.
+New slides cost no event: no run has read their files yet. Tables built by another engine
+(no version recorded in Dagster) are compared with their files by the sweep instead. The
+sensor requests no run itself. A slide that disappears keeps its partition and tables;
+nothing is reported for it, and the sweep leaves it alone.
 """
 
 import hashlib
@@ -26,18 +29,16 @@ from dataclasses import dataclass
 import dagster as dg
 
 from wsi_assets.partitions import PARTITIONS_NAME, SLIDES
-from wsi_assets.pipeline.locations import MISSING
 from wsi_assets.pipeline.settings import Settings
 from wsi_assets.pipeline.slides import KINDS, SlideFiles
 from wsi_assets.pipeline.steps import Pipeline
+from wsi_assets.sources import SOURCE_ASSETS, recorded_versions, source_event
 
-SOURCE_ASSETS = {"slide": "slide_file", "annotation": "annotation_file", "overlay": "overlay_file"}
 BUCKETS = 128
-#: Slides registered and compared per tick (each may report up to three file versions).
-SLIDES_PER_TICK = 400
+#: Slides registered and compared per tick (one registration write each when new, a few
+#: footer reads each when their tables are stored).
+SLIDES_PER_TICK = 1000
 MINIMUM_INTERVAL_SECONDS = 30
-#: Partition keys per event-log query.
-QUERY_KEYS = 500
 
 
 def bucket_of(key: str) -> int:
@@ -88,58 +89,24 @@ class Cursor:
         return json.dumps({"settings": self.settings, "buckets": ",".join(self.buckets)})
 
 
-def recorded_versions(
-    instance: dg.DagsterInstance, asset: str, keys: Sequence[str]
-) -> dict[str, str]:
-    """The latest version reported for each of ``keys`` of a source asset (keys never
-    reported are absent). A few queries per ``QUERY_KEYS`` keys, newest records first."""
-    found: dict[str, str] = {}
-    for start in range(0, len(keys), QUERY_KEYS):
-        wanted = set(keys[start : start + QUERY_KEYS])
-        cursor = None
-        while wanted:
-            result = instance.fetch_materializations(
-                dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=list(wanted)),
-                limit=len(wanted) * 4,
-                cursor=cursor,
-            )
-            for record in result.records:
-                key = record.partition_key
-                if key in wanted and record.asset_materialization is not None:
-                    entry = record.asset_materialization.metadata.get("version")
-                    found[key] = str(entry.value) if entry is not None else ""
-                    wanted.discard(key)
-            if not result.has_more:
-                break
-            cursor = result.cursor
-    return found
-
-
-def source_events(
+def changed_files(
     instance: dg.DagsterInstance, files: Sequence[SlideFiles]
 ) -> list[dg.AssetMaterialization]:
-    """A materialization of each input file whose version differs from the last reported."""
+    """A materialization of each of the slides' input files whose version differs from the
+    one recorded last (files of slides with nothing recorded are left alone)."""
     keys = [f.slide.key for f in files]
     events = []
-    for kind, asset in SOURCE_ASSETS.items():
-        recorded = recorded_versions(instance, asset, keys)
+    for kind in SOURCE_ASSETS:
+        recorded = recorded_versions(instance, kind, keys)
         for slide_files in files:
-            version = slide_files.version(kind)
-            if recorded.get(slide_files.slide.key, MISSING) == version:
-                continue
-            found = slide_files.files.get(kind)
-            metadata: dict[str, dg.RawMetadataValue] = {"version": version}
-            if found is not None:
-                metadata["dagster/uri"] = dg.MetadataValue.path(found.uri)
-                metadata["size"] = found.size
-            events.append(
-                dg.AssetMaterialization(
-                    asset_key=asset,
-                    partition=slide_files.slide.key,
-                    metadata=metadata,
-                    description=f"{kind} file {'absent' if found is None else 'changed'}",
+            last = recorded.get(slide_files.slide.key)
+            if last is not None and last != slide_files.version(kind):
+                present = slide_files.files.get(kind) is not None
+                events.append(
+                    source_event(
+                        kind, slide_files, f"{kind} file {'changed' if present else 'removed'}"
+                    )
                 )
-            )
     return events
 
 
@@ -218,7 +185,7 @@ def _register_and_compare(
         context.log.error(message)
     partitions = set(context.instance.get_dynamic_partitions(PARTITIONS_NAME))
     new = sorted({f.slide.key for f in usable} - partitions)
-    return new, source_events(context.instance, usable)
+    return new, changed_files(context.instance, usable)
 
 
 def apply(instance: dg.DagsterInstance, result: dg.SensorResult | dg.SkipReason) -> None:

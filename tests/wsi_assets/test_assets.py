@@ -18,6 +18,7 @@ from wsi_assets_support import TILE, Harness, failure_messages, make_settings
 
 from wsi_assets.pipeline import demo
 from wsi_assets.pipeline.keys import slide_key
+from wsi_assets.sources import recorded_versions
 from wsi_core.parsers import open_annotations
 from wsi_core.slide import open_slide
 from wsi_core.tables import ANNOTATION_COVERAGE, OVERLAY_OVERLAP, SLIDE_METADATA, TABLES, TILE_GRID
@@ -176,7 +177,9 @@ def test_bad_files_fail_their_own_partition_naming_the_file(
     assert not bad_xml.success
     assert str(slide_root / "demo_slide_01.xml") + ": " in failure_messages(bad_xml)
     built = {e.asset_key.to_user_string() for e in bad_xml.get_asset_materialization_events()}
-    assert built == {SLIDE_METADATA, TILE_GRID, OVERLAY_OVERLAP}
+    assert built & set(TABLES) == {SLIDE_METADATA, TILE_GRID, OVERLAY_OVERLAP}
+    read = recorded_versions(harness.instance, "annotation", ["demo_slide_01"])
+    assert read["demo_slide_01"].startswith(f"{(slide_root / 'demo_slide_01.xml').stat().st_size}-")
     assert not harness.pipeline.tables.path(ANNOTATION_COVERAGE, "demo_slide_01").exists()
     assert harness.materialize("demo_slide_02").success  # other slides go on
     assert not list(Path(harness.settings.output_root).rglob("*.tmp"))

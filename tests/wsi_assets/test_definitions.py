@@ -12,7 +12,8 @@ from pathlib import Path
 import dagster as dg
 from wsi_assets_support import make_settings
 
-from wsi_assets.automation import SOURCE_KEYS, TABLE_KEYS
+from wsi_assets.automation import TABLE_KEYS
+from wsi_assets.sources import SOURCE_KEYS
 from wsi_assets.definitions import build_defs
 from wsi_assets.partitions import PARTITIONS_NAME
 

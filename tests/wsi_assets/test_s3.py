@@ -30,6 +30,7 @@ from wsi_assets.pipeline.keys import slide_key
 from wsi_assets.pipeline.registry import Registration, Registry
 from wsi_assets.pipeline.slides import SlideStore
 from wsi_assets.pipeline.summary import summary_rows
+from wsi_assets.sources import recorded_versions
 from wsi_core.tables import ANNOTATION_COVERAGE, SLIDE_METADATA, TABLES, TILE_GRID
 from wsi_core.tables.slide_metadata import describe_slide
 
@@ -115,21 +116,23 @@ def test_sensor_registers_slides_and_reports_etags(
     assert registry.lookup(slide_key(SLIDE_03.name)) == Registration(
         "case_03_HE-3101e499", "case 03 (HE).tiff"
     )
-    reported = versions(first)
-    for slide in demo.DEMO_SLIDES:
+    assert versions(first) == {}  # nothing read from these files yet
+    for slide in demo.DEMO_SLIDES:  # each run records the ETags of the files it read
         key = slide_key(slide.name)
+        assert s3_harness.materialize(key).success
         files = (
-            ("slide_file", slide.name),
-            ("annotation_file", slide.annotation_name()),
+            ("slide", slide.name),
+            ("annotation", slide.annotation_name()),
             (
-                "overlay_file",
+                "overlay",
                 slide.mask_name(),
             ),
         )
-        for asset, name in files:
+        for kind, name in files:
             etag = md5_hex((demo_source / name).read_bytes())
             assert s3_bucket.etag(f"{SLIDES}/{name}") == etag
-            assert reported[(asset, key)].startswith(f"etag-{etag}-")
+            recorded = recorded_versions(s3_harness.instance, kind, [key])
+            assert recorded[key].startswith(f"etag-{etag}-")
     assert isinstance(tick(s3_harness, first.cursor), dg.SkipReason)
 
     slide = f"{SLIDES}/{SLIDE_01.name}"

@@ -43,16 +43,13 @@ def test_new_unchanged_and_changed_files(harness: Harness, slide_root: Path) -> 
     assert isinstance(first, dg.SensorResult)
     assert harness.instance.get_dynamic_partitions("slides") == sorted(DEMO_KEYS)
     assert set(harness.pipeline.registry.registered()) == set(DEMO_KEYS)
-    assert {(asset, key) for asset, key, _ in reported(first)} == {
-        (asset, key)
-        for asset in ("slide_file", "annotation_file", "overlay_file")
-        for key in DEMO_KEYS
-    }
+    assert reported(first) == set()  # nothing was built from these files yet
     assert first.run_requests == []  # automation requests the runs
-
     unchanged = tick(harness, first.cursor)
     assert isinstance(unchanged, dg.SkipReason)
 
+    for key in DEMO_KEYS:  # each run records the versions of the files it read
+        harness.materialize(key)
     touch(slide_root / "demo_slide_01.xml")
     (slide_root / "demo_slide_02_tissue_mask.tiff").unlink()
     changed = tick(harness, first.cursor)
@@ -64,8 +61,22 @@ def test_new_unchanged_and_changed_files(harness: Harness, slide_root: Path) -> 
     }
     assert ("overlay_file", "demo_slide_02", MISSING) in events
     assert not changed.dynamic_partitions_requests
-    again = tick(harness, None)  # a lost cursor costs a comparison, not a duplicate report
+    again = tick(harness, None)  # a lost cursor costs a comparison, not a second report
     assert isinstance(again, dg.SensorResult) and reported(again) == set()
+
+
+def test_a_failed_run_records_what_it_read(harness: Harness, slide_root: Path) -> None:
+    (slide_root / "demo_slide_01.xml").write_text("<ASAP_Annotations><Annot")
+    first = tick(harness, None)
+    assert not harness.materialize("demo_slide_01", raise_on_error=False).success
+    other = slide_root / "demo_slide_02.geojson"  # a change beside it, in no bucket of its own
+    touch(other)
+    assert ("annotation_file", "demo_slide_01") not in {
+        (a, k) for a, k, _ in reported(tick(harness, first.cursor))
+    }
+    (slide_root / "demo_slide_01.xml").write_text("<ASAP_Annotations/>")  # fixed
+    fixed = tick(harness, first.cursor)
+    assert ("annotation_file", "demo_slide_01") in {(a, k) for a, k, _ in reported(fixed)}
 
 
 def test_a_large_root_is_taken_a_few_buckets_per_tick(
@@ -81,7 +92,8 @@ def test_a_large_root_is_taken_a_few_buckets_per_tick(
         if isinstance(result, dg.SkipReason):
             break
         ticks += 1
-        sizes.append(len({key for _, key, _ in reported(result)}))
+        (added,) = result.dynamic_partitions_requests or []
+        sizes.append(len(added.partition_keys or []))
         cursor = result.cursor
     assert len(instance.get_dynamic_partitions("slides")) == 43
     assert ticks >= 4 and max(sizes) <= 10 + 3  # whole buckets, about the budget each
@@ -120,7 +132,7 @@ def test_annotations_outside_the_slide_root(
     settings = make_settings(slide_root, tmp_path / "out", annotation_templates=templates)
     harness = Harness(settings, instance)
     first = tick(harness, None)
-    assert ("annotation_file", "demo_slide_01") in {(a, k) for a, k, _ in reported(first)}
+    assert harness.materialize("demo_slide_01").success
     (elsewhere / "demo_slide_01.xml").write_text("<ASAP_Annotations/>")
     changed = tick(harness, first.cursor)
     assert {(a, k) for a, k, _ in reported(changed)} == {("annotation_file", "demo_slide_01")}

@@ -33,6 +33,9 @@ class TableState:
     table: str
     state: str
     reason: str = ""
+    #: The inputs (file kinds or upstream tables) whose versions differ from those the
+    #: stored table was built from.
+    changed: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -57,6 +60,13 @@ class SlidePlan:
         """Table -> why it must be built, for the tables in :attr:`todo`."""
         return {table: self.states[table].reason for table in self.todo}
 
+    def changed_files(self) -> set[str]:
+        """The kinds of input file (slide, annotation, overlay) that changed since stored
+        tables were built from them."""
+        return {
+            name for state in self.states.values() for name in state.changed if name not in UPSTREAM
+        }
+
 
 def expected(pipeline: Pipeline, files: SlideFiles) -> dict[str, Provenance]:
     """The provenance each table of the slide would get if it were built now."""
@@ -79,35 +89,42 @@ def compare(table: str, stored: Provenance | None, wanted: Provenance) -> TableS
         return TableState(table, OUT_OF_DATE, "stored without provenance (an older version)")
     if stored.id == wanted.id:
         return TableState(table, CURRENT)
-    if stored.code_version != wanted.code_version:
-        reason = f"settings or code changed (code version {stored.code_version} -> "
-        return TableState(table, OUT_OF_DATE, reason + f"{wanted.code_version})")
-    changed = sorted(
-        name
-        for name in {*stored.inputs, *wanted.inputs}
-        if stored.inputs.get(name) != wanted.inputs.get(name)
+    changed = tuple(
+        sorted(
+            name
+            for name in {*stored.inputs, *wanted.inputs}
+            if stored.inputs.get(name) != wanted.inputs.get(name)
+        )
     )
-    what = ", ".join(f"{name} table" if name in UPSTREAM else f"{name} file" for name in changed)
-    return TableState(table, OUT_OF_DATE, f"{what} changed")
+    if stored.code_version != wanted.code_version:
+        reason = "settings or code changed (code version "
+        reason += f"{stored.code_version} -> {wanted.code_version})"
+    else:
+        names = (f"{name} table" if name in UPSTREAM else f"{name} file" for name in changed)
+        reason = ", ".join(names) + " changed"
+    return TableState(table, OUT_OF_DATE, reason, changed)
 
 
 def plan(
     pipeline: Pipeline,
     slides: Sequence[Slide],
     slide_listing: Mapping[str, Info] | None = None,
-    table_listings: Mapping[str, Mapping[str, Info]] | None = None,
+    *,
+    files: Mapping[str, SlideFiles] | None = None,
 ) -> list[SlidePlan]:
     """The plan of each of ``slides``.
 
-    ``slide_listing`` (from ``SlideStore.listing``) and ``table_listings`` (table ->
-    ``TableStore.listing``) save the listings when the caller already has them. Stored
-    tables cost one footer read each (several at once).
+    ``slide_listing`` (from ``SlideStore.listing``) or ``files`` (slide key -> its files)
+    save finding the slides' files again when the caller has them. The output root costs
+    one listing per table, and each stored table of ``slides`` one footer read (several at
+    once).
     """
-    listings = table_listings or {t: pipeline.tables.listing(t) for t in TABLES}
-    files = [pipeline.slides.files(slide, slide_listing) for slide in slides]
+    listings = {t: pipeline.tables.listing(t) for t in TABLES}
+    found = files or {}
+    files_of = [found.get(s.key) or pipeline.slides.files(s, slide_listing) for s in slides]
     stored = _stored_provenances(pipeline, [slide.key for slide in slides], listings)
     plans = []
-    for slide_files in files:
+    for slide_files in files_of:
         key = slide_files.slide.key
         if slide_files.files[SLIDE] is None:
             plans.append(SlidePlan(slide_files.slide, slide_file_missing=True, files=slide_files))

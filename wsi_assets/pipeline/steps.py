@@ -122,15 +122,21 @@ class Pipeline:
             f"no slide under the slide root has partition key {key!r} (moved or deleted?)",
         )
 
-    def build(self, table: str, key: str) -> Built:
-        """Build and store ``table`` of slide ``key``."""
-        steps: dict[str, Callable[[str], Built]] = {
+    def inputs(self, key: str) -> SlideFiles:
+        """Slide ``key``'s input files as they are now (one listing of its folder)."""
+        return self.slides.files(self.slide(key))
+
+    def build(self, table: str, key: str, files: SlideFiles | None = None) -> Built:
+        """Build and store ``table`` of slide ``key``, reading the input files in ``files``
+        (from :meth:`inputs`; found afresh when None)."""
+        if table == TILE_GRID:
+            return self._tile_grid(key)
+        steps: dict[str, Callable[[SlideFiles], Built]] = {
             SLIDE_METADATA: self._slide_metadata,
-            TILE_GRID: self._tile_grid,
             ANNOTATION_COVERAGE: self._annotation_coverage,
             OVERLAY_OVERLAP: self._overlay_overlap,
         }
-        return steps[table](key)
+        return steps[table](files or self.inputs(key))
 
     def _store(
         self,
@@ -150,9 +156,8 @@ class Pipeline:
         }
         return Built(table, key, data, stored, facts, upstream)
 
-    def _slide_metadata(self, key: str) -> Built:
-        slide = self.slide(key)
-        files = self.slides.files(slide)
+    def _slide_metadata(self, files: SlideFiles) -> Built:
+        slide, key = files.slide, files.slide.key
         found = files.files[SLIDE]
         if found is None:
             raise InputFileError(slide.uri, "slide file not found")
@@ -189,19 +194,20 @@ class Pipeline:
         origin = provenance(settings, TILE_GRID, None, _id(upstream))
         return self._store(TILE_GRID, key, data, origin, facts, meta)
 
-    def _companion(self, key: str, kind: str) -> tuple[SlideFiles, str | None, dict[str, Any]]:
-        """The slide's files, its ``kind`` file (None if none) and facts that say which file
-        was used or, when there is none, every place that was looked at."""
-        files = self.slides.files(self.slide(key))
+    @staticmethod
+    def _companion(files: SlideFiles, kind: str) -> tuple[str | None, dict[str, Any]]:
+        """The slide's ``kind`` file (None if none) and facts that say which file was used
+        or, when there is none, every place that was looked at."""
         found = files.files[kind]
         if found is not None:
-            return files, found.uri, {f"{kind}_file": found.uri, "measured": True}
+            return found.uri, {f"{kind}_file": found.uri, "measured": True}
         looked = files.looked_for.get(kind, [])
-        return files, None, {f"{kind}_file": None, "looked_for": looked, "measured": False}
+        return None, {f"{kind}_file": None, "looked_for": looked, "measured": False}
 
-    def _annotation_coverage(self, key: str) -> Built:
+    def _annotation_coverage(self, files: SlideFiles) -> Built:
+        key = files.slide.key
         grid, upstream = self.tables.read(TILE_GRID, key)
-        files, annotation, facts = self._companion(key, ANNOTATION)
+        annotation, facts = self._companion(files, ANNOTATION)
         settings = self.settings
         classes = dict(settings.label_classes)
         with about_file(annotation or "", ANNOTATION):
@@ -215,9 +221,10 @@ class Pipeline:
         origin = provenance(settings, ANNOTATION_COVERAGE, files.version(ANNOTATION), _id(upstream))
         return self._store(ANNOTATION_COVERAGE, key, data, origin, facts, grid)
 
-    def _overlay_overlap(self, key: str) -> Built:
+    def _overlay_overlap(self, files: SlideFiles) -> Built:
+        key = files.slide.key
         grid, upstream = self.tables.read(TILE_GRID, key)
-        files, overlay, facts = self._companion(key, OVERLAY)
+        overlay, facts = self._companion(files, OVERLAY)
         settings = self.settings
         roi = settings.roi_geometry()
         seen: list[str] | None = None
