@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export RAY_USAGE_STATS_ENABLED := 0
 export DAGSTER_DISABLE_TELEMETRY := 1
 
-.PHONY: install run dev test bench clean
+.PHONY: install run dev test lint bench clean
 
 # Reinstall only when the dependencies change.
 $(STAMP): pyproject.toml
@@ -18,8 +18,14 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-test: $(STAMP)
+# Lint, format and type checks first (seconds), then the whole suite.
+test: lint
 	$(BIN)/python -m pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 # Demo slides (when WSI_SLIDE_ROOT is unset), every table of every slide materialized through
 # Dagster in the persistent instance (DAGSTER_HOME = project root, data in .dagster/), summary.

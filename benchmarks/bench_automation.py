@@ -205,8 +205,8 @@ def measure(name: str, instance: dg.DagsterInstance, folder: Path) -> Iterator[R
     by_bucket: dict[int, list[SlideFiles]] = {}
     for slide_files in files:
         by_bucket.setdefault(sensors.bucket_of(slide_files.slide.key), []).append(slide_files)
-    for bucket, members in by_bucket.items():
-        digests[bucket] = sensors.bucket_digest(members)
+    for number, members in by_bucket.items():
+        digests[number] = sensors.bucket_digest(members)
     cursor = sensors.Cursor(sensors.setting_digest(settings), tuple(digests)).dump()
     evaluate, _, result = sensor_tick(instance, settings, cursor)
     assert isinstance(result, dg.SkipReason), result

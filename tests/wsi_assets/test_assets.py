@@ -131,7 +131,7 @@ def test_whole_table_reads_as_one(harness: Harness) -> None:
     assert counts == [(key, harness.table(TILE_GRID, key).num_rows) for key in keys]
     overlap = ds.dataset(root / "overlay_overlap", format="parquet", partitioning="hive").to_table()
     assert set(overlap["slide"].to_pylist()) == set(keys)
-    assert not list(root.rglob("*.tmp")) and not [p for p in root.rglob(".*")]
+    assert not list(root.rglob("*.tmp")) and not list(root.rglob(".*"))
 
 
 def test_missing_annotation_and_overlay_give_nulls_not_zeros(

@@ -13,9 +13,9 @@ import dagster as dg
 from wsi_assets_support import make_settings
 
 from wsi_assets.automation import TABLE_KEYS
-from wsi_assets.sources import SOURCE_KEYS
 from wsi_assets.definitions import build_defs
 from wsi_assets.partitions import PARTITIONS_NAME
+from wsi_assets.sources import SOURCE_KEYS
 
 PROJECT = Path(__file__).resolve().parents[2]
 
@@ -65,7 +65,7 @@ def test_the_code_location_validates_from_the_workspace(tmp_path: Path) -> None:
     assert "Validation successful" in done.stdout + done.stderr
 
 
-def test_checks_are_recorded_per_slide(harness) -> None:  # noqa: ANN001
+def test_checks_are_recorded_per_slide(harness) -> None:
     harness.discover()
     result = harness.materialize("demo_slide_02")
     evaluations = result.get_asset_check_evaluations()

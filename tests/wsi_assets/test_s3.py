@@ -31,7 +31,7 @@ from wsi_assets.pipeline.registry import Registration, Registry
 from wsi_assets.pipeline.slides import SlideStore
 from wsi_assets.pipeline.summary import summary_rows
 from wsi_assets.sources import recorded_versions
-from wsi_core.tables import ANNOTATION_COVERAGE, SLIDE_METADATA, TABLES, TILE_GRID
+from wsi_core.tables import ANNOTATION_COVERAGE, SLIDE_METADATA, TABLES
 from wsi_core.tables.slide_metadata import describe_slide
 
 SLIDES = "slides"

@@ -32,7 +32,7 @@ def _slide_root(tmp_path: Path, shared_data: Path, annotation: Path) -> Path:
     return root
 
 
-def _pipeline(root: Path, tmp_path: Path, instance) -> Harness:  # noqa: ANN001
+def _pipeline(root: Path, tmp_path: Path, instance) -> Harness:
     settings = make_settings(
         root, tmp_path / "out", mpp=0.5, tile_extent=TILE, stride=TILE, overlay_mpp=MASK_MPP
     )

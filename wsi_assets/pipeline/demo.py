@@ -140,7 +140,7 @@ def _smooth_upsample(image: np.ndarray, factor: int, shape: tuple[int, int]) -> 
 
 def _blur(image: np.ndarray, passes: int = 2) -> np.ndarray:
     """Cheap separable 3x3 box blur, repeated."""
-    out = image.astype(np.float32)
+    out: np.ndarray = image.astype(np.float32)
     for _ in range(passes):
         padded = np.pad(out, 1, mode="edge")
         out = (padded[:-2] + padded[1:-1] + padded[2:]) / 3

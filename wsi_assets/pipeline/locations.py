@@ -69,21 +69,19 @@ def file_version(uri: str, info: Info | None) -> str:
     etag = info.get("ETag") or info.get("etag") or info.get("md5Hash")
     if etag:
         return f"etag-{str(etag).strip(chr(34))}-{tag}"
-    mtime = info.get("mtime") or info.get("LastModified") or info.get("updated")
-    if mtime is None:
-        mtime = info.get("created")
-    if hasattr(mtime, "timestamp"):
-        mtime = mtime.timestamp()
-    stamp = f"{float(mtime):.6f}" if mtime is not None else "0"
+    mtime = modified(info)
+    stamp = f"{mtime:.6f}" if mtime is not None else "0"
     return f"{int(info.get('size') or 0)}-{stamp}-{tag}"
 
 
 def modified(info: Info) -> float | None:
     """Modification time of a listed file, seconds since the epoch (None if unknown)."""
     value = info.get("mtime") or info.get("LastModified") or info.get("updated")
-    if hasattr(value, "timestamp"):
-        return float(value.timestamp())
-    return None if value is None else float(value)
+    if value is None:
+        value = info.get("created")
+    if value is None:
+        return None
+    return float(value.timestamp()) if hasattr(value, "timestamp") else float(value)
 
 
 def list_files(root: UPath) -> dict[str, Info]:
