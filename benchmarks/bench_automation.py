@@ -181,36 +181,29 @@ def store_tables(pipeline: Pipeline, files: list[SlideFiles]) -> None:
             os.link(template[table], target)
 
 
-def measure(name: str, instance: dg.DagsterInstance, folder: Path) -> Iterator[Row]:
-    """Every tick on one instance (``name`` says which storage)."""
-    root = slide_root(folder, SLIDES)
-    settings = Settings.load(slide_root=str(root), output_root=str(folder / "tables"))
-    pipeline = Pipeline(settings)
-    defs, twin = automation_twin(build_defs(settings))
+def row(name: str, seconds: float, note: str) -> Row:
+    """One printed line: what was timed, its seconds, what it did."""
+    return {"name": name, "seconds": seconds, "note": note}
 
+
+def slide_sensor_ticks(
+    name: str, instance: dg.DagsterInstance, settings: Settings, pipeline: Pipeline
+) -> Iterator[Row]:
+    """The first tick, then (every slide registered) an unchanged root and one change."""
     evaluate, apply, first = sensor_tick(instance, settings, None)
     events = len(first.asset_events or []) if isinstance(first, dg.SensorResult) else 0
-    yield {
-        "name": f"{name}: slide_sensor first tick, evaluate",
-        "seconds": evaluate,
-        "note": f"{SLIDES} slides listed, {sensors.SLIDES_PER_TICK}-slide budget",
-    }
-    yield {
-        "name": f"{name}: slide_sensor first tick, apply",
-        "seconds": apply,
-        "note": f"{events} file versions, partitions added",
-    }
+    budget = f"{SLIDES} slides listed, {sensors.SLIDES_PER_TICK}-slide budget"
+    yield row(f"{name}: slide_sensor first tick, evaluate", evaluate, budget)
+    yield row(f"{name}: slide_sensor first tick, apply", apply, f"{events} events, partitions")
     files = register_all(instance, pipeline)
-    digests = [sensors.bucket_digest([]) for _ in range(sensors.BUCKETS)]
     by_bucket: dict[int, list[SlideFiles]] = {}
     for slide_files in files:
         by_bucket.setdefault(sensors.bucket_of(slide_files.slide.key), []).append(slide_files)
-    for number, members in by_bucket.items():
-        digests[number] = sensors.bucket_digest(members)
-    cursor = sensors.Cursor(sensors.setting_digest(settings), tuple(digests)).dump()
+    digests = tuple(sensors.bucket_digest(by_bucket.get(b, [])) for b in range(sensors.BUCKETS))
+    cursor = sensors.Cursor(sensors.setting_digest(settings), digests).dump()
     evaluate, _, result = sensor_tick(instance, settings, cursor)
     assert isinstance(result, dg.SkipReason), result
-    yield {"name": f"{name}: slide_sensor unchanged root", "seconds": evaluate, "note": "skip"}
+    yield row(f"{name}: slide_sensor unchanged root", evaluate, "skip")
 
     changed = files[SLIDES // 2]
     bucket = by_bucket[sensors.bucket_of(changed.slide.key)]
@@ -222,45 +215,36 @@ def measure(name: str, instance: dg.DagsterInstance, folder: Path) -> Iterator[R
     os.replace(edited.with_suffix(".new"), edited)
     evaluate, apply, result = sensor_tick(instance, settings, cursor)
     reported = len(result.asset_events or []) if isinstance(result, dg.SensorResult) else 0
-    yield {
-        "name": f"{name}: slide_sensor one annotation changed",
-        "seconds": evaluate + apply,
-        "note": f"{len(bucket)} slides compared, {reported} version reported",
-    }
+    note = f"{len(bucket)} slides compared, {reported} version reported"
+    yield row(f"{name}: slide_sensor one annotation changed", evaluate + apply, note)
 
-    seconds, requested, auto_cursor = automation_tick(instance, defs, twin, None)
-    yield {
-        "name": f"{name}: table_automation, none built, first tick",
-        "seconds": seconds,
-        "note": f"{requested} table partitions requested",
-    }
-    seconds, requested, auto_cursor = automation_tick(instance, defs, twin, auto_cursor)
-    yield {
-        "name": f"{name}: table_automation, none built, next tick",
-        "seconds": seconds,
-        "note": f"{requested} requested",
-    }
+
+def measure(name: str, instance: dg.DagsterInstance, folder: Path) -> Iterator[Row]:
+    """Every tick on one instance (``name`` says which storage)."""
+    root = slide_root(folder, SLIDES)
+    settings = Settings.load(slide_root=str(root), output_root=str(folder / "tables"))
+    pipeline = Pipeline(settings)
+    defs, twin = automation_twin(build_defs(settings))
+    yield from slide_sensor_ticks(name, instance, settings, pipeline)
+
+    seconds, requested, cursor = automation_tick(instance, defs, twin, None)
+    note = f"{requested} table partitions requested"
+    yield row(f"{name}: table_automation, none built, first tick", seconds, note)
+    seconds, requested, cursor = automation_tick(instance, defs, twin, cursor)
+    yield row(f"{name}: table_automation, none built, next tick", seconds, f"{requested} requested")
     seconds, requests = sweep_tick(instance, settings)
-    yield {
-        "name": f"{name}: table_sweep page, nothing stored",
-        "seconds": seconds,
-        "note": f"{SWEEP_PAGE} slides, {requests} runs requested",
-    }
+    note = f"{SWEEP_PAGE} slides, {requests} runs requested"
+    yield row(f"{name}: table_sweep page, nothing stored", seconds, note)
 
+    files = [pipeline.slides.files(slide) for slide in pipeline.slides.scan()]
     setup, _ = timed(lambda: store_materializations(instance, _all_tables(files)))
     store_tables(pipeline, files)
-    seconds, requested, auto_cursor = automation_tick(instance, defs, twin, auto_cursor)
-    yield {
-        "name": f"{name}: table_automation, all built",
-        "seconds": seconds,
-        "note": f"{requested} requested ({4 * SLIDES} materializations seeded in {setup:.0f} s)",
-    }
+    seconds, requested, cursor = automation_tick(instance, defs, twin, cursor)
+    note = f"{requested} requested ({4 * SLIDES} materializations seeded in {setup:.0f} s)"
+    yield row(f"{name}: table_automation, all built", seconds, note)
     seconds, requests = sweep_tick(instance, settings)
-    yield {
-        "name": f"{name}: table_sweep page, all stored",
-        "seconds": seconds,
-        "note": f"{4 * SWEEP_PAGE} footers read, {requests} runs requested",
-    }
+    note = f"{4 * SWEEP_PAGE} footers read, {requests} runs requested"
+    yield row(f"{name}: table_sweep page, all stored", seconds, note)
 
 
 def _baseline(bucket: list[SlideFiles]) -> list[dg.AssetMaterialization]:

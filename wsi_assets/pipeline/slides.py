@@ -115,7 +115,9 @@ class SlideStore:
 
     def slide(self, relpath: str) -> Slide:
         """The slide at ``relpath`` under the slide root."""
-        return Slide(slide_key(relpath), relpath, uri_of(self.root.joinpath(*relpath.split("/"))))
+        base = uri_of(self.root).rstrip("/")
+        uri = f"{base}/{relpath}" if is_url(base) else os.path.join(base, *relpath.split("/"))
+        return Slide(slide_key(relpath), relpath, uri)
 
     def candidates(self, slide: Slide, kind: str) -> list[str]:
         """Where the templates of ``kind`` (annotation or overlay) point for ``slide``."""
