@@ -179,24 +179,23 @@ def sweep_requests(
         key = slide_plan.slide.key
         if not slide_plan.todo or key in busy:
             continue
-        attempt = ""
         if key in failed:
             history = failure_history(instance, key)
             if now < retry_after(history.failures, history.last_failure):
                 continue
-            attempt = f":retry{history.failures}"
-        requests.append(run_request(slide_plan, attempt))
+        requests.append(run_request(slide_plan, now))
     return requests
 
 
-def run_request(slide_plan: SlidePlan, suffix: str = "") -> dg.RunRequest:
-    """The run that builds a slide's outstanding tables; its run key names what it builds
-    (the same need is requested once), its tags say why."""
+def run_request(slide_plan: SlidePlan, now: float) -> dg.RunRequest:
+    """The run that builds a slide's outstanding tables; its tags say why. Its run key names
+    what it builds and when it was asked for (a run already queued or running keeps the slide
+    busy, so it is not asked for twice)."""
     reasons = slide_plan.reasons()
     need = hashlib.sha256(repr(sorted(reasons.items())).encode()).hexdigest()[:12]
     why = "; ".join(f"{table}: {reason}" for table, reason in reasons.items())
     return dg.RunRequest(
-        run_key=f"sweep:{slide_plan.slide.key}:{need}{suffix}",
+        run_key=f"sweep:{slide_plan.slide.key}:{need}:{int(now)}",
         partition_key=slide_plan.slide.key,
         asset_selection=[dg.AssetKey(table) for table in slide_plan.todo],
         tags={TRIGGER_TAG: "sweep", REASON_TAG: why[:250]},

@@ -16,6 +16,7 @@ from wsi_assets.pipeline.keys import MAX_STEM, is_valid_key, path_hash, slide_ke
         ("CMU-1-Small-Region.svs", "CMU-1-Small-Region"),
         ("TCGA-A1.B2.ome.tiff", "TCGA-A1.B2"),
         ("case 03 (HE).tiff", "case_03_HE-3101e499"),
+        ("site_a/x.svs", "x-6cae6f92"),
     ],
 )
 def test_keys_of_the_demo_and_real_slides(relpath: str, expected: str) -> None:

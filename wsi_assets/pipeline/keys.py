@@ -8,7 +8,7 @@ Dagster instance and in every engine:
   (``CMU-1-Small-Region.svs`` -> ``CMU-1-Small-Region``);
 * every other slide (in a sub-folder, or whose stem had to be changed or shortened) gets the
   UI-safe form of its stem, ``-`` and 8 hex digits of the sha256 of its relative path
-  (``case 03 (HE).tiff`` -> ``case_03_HE-3101e499``, ``site_a/x.svs`` -> ``x-5c0b2f1e``).
+  (``case 03 (HE).tiff`` -> ``case_03_HE-3101e499``, ``site_a/x.svs`` -> ``x-6cae6f92``).
 
 UI-safe: only ``[A-Za-z0-9._-]``; every other run of characters becomes ``_``; no ``..``
 (the UI reads it as a range); no leading or trailing ``.``, ``_`` or ``-``; at most

@@ -3,7 +3,7 @@
 
 Keys are a pure function of the relative path (:mod:`.keys`), so the registry is only the way
 back from a key to its slide; it can always be rebuilt from a listing of the slide root, and
-:meth:`Registry.resolve` does exactly that for a key it does not hold yet. Each object is
+``Pipeline.slide`` (:mod:`.steps`) does exactly that for a key it does not hold yet. Each object is
 written once, only where none exists (a hard link locally, ``If-None-Match: *`` on S3), and
 never rewritten: concurrent writers cannot lose a registration, and a second slide that would
 take a key already held by another path is refused by name. The leading ``_`` keeps the

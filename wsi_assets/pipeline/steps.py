@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 
 import pyarrow as pa
 
@@ -38,8 +38,6 @@ from wsi_core.tables import (
 from wsi_core.tables.annotation_coverage import coverage_summary
 from wsi_core.tables.overlay_overlap import overlap_summary
 from wsi_core.tables.schemas import UPSTREAM
-
-T = TypeVar("T")
 
 #: The input file each table reads besides its upstream table.
 SOURCE_OF = {SLIDE_METADATA: SLIDE, ANNOTATION_COVERAGE: ANNOTATION, OVERLAY_OVERLAP: OVERLAY}
@@ -93,7 +91,7 @@ def about_file(uri: str, kind: str) -> Iterator[None]:
         raise InputFileError(uri, f"{kind} file not found") from error
     except OSError:
         raise
-    except Exception as error:
+    except Exception as error:  # a reader's own failure on a bad file: report it against the file
         problem = f"cannot read {kind}: {type(error).__name__}: {error}"
         raise InputFileError(uri, problem) from error
 
