@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
 
 
 class WSIError(Exception):
@@ -50,3 +52,85 @@ class LocalCopyRequired(SlideError):
 
 class AnnotationError(WSIError):
     """An annotation file that is malformed or of the wrong format."""
+
+
+@contextmanager
+def reported_as(
+    error_class: type[WSIError], path: str | os.PathLike[str] | None, doing: str
+) -> Iterator[None]:
+    """Turn whatever goes wrong inside the block into ``error_class(path, ...)``.
+
+    The one place where wsi_core decides which failures are the file's: every backend and
+    parser wraps its public entry points in :func:`slide_errors` or :func:`annotation_errors`,
+    so no library's own exception (``struct.error``, ``ZeroDivisionError``, ``KeyError``,
+    ``openslide.OpenSlideError``, a ``TypeError`` from an unexpected JSON value, ...) reaches a
+    caller without the name of the file it is about. ``doing`` says what was being done
+    ("cannot open the slide"); the problem text is ``"{doing}: {ExceptionType}: {message}"``.
+
+    * A :class:`WSIError` passes unchanged (it already names its file).
+    * ``FileNotFoundError`` (and ``IsADirectoryError``, ``NotADirectoryError``) becomes
+      ``error_class(path, "no such file")``: a missing file is a permanent problem of that path.
+    * Any other ``OSError`` (denied, network, timeout) passes unchanged, because callers retry
+      those and a retried read may succeed; so do the errors of the storage libraries under
+      fsspec (botocore's ``NoCredentialsError``, aiohttp's ``ClientError``, ...,
+      :data:`STORAGE_MODULES`), which are about reaching the file, not about what it holds.
+    * ``MemoryError`` becomes ``error_class`` too: the file asked for more memory than there is,
+      and a bare ``MemoryError`` would not say which file did.
+    * ``BaseException`` that is no ``Exception`` (``KeyboardInterrupt``, ``SystemExit``, a test's
+      time limit) is never caught.
+    """
+    try:
+        yield
+    except WSIError:
+        raise
+    except FileNotFoundError as error:
+        raise error_class(path, "no such file") from error
+    except (IsADirectoryError, NotADirectoryError) as error:
+        raise error_class(path, "no such file (a directory is in the way)") from error
+    except OSError:
+        raise
+    except Exception as error:
+        if _from_storage(error):
+            raise
+        raise error_class(path, _problem(doing, error)) from error
+
+
+#: Top-level packages whose exceptions are storage failures (credentials, network, service),
+#: passed on unchanged like ``OSError``: the storage stacks fsspec reaches S3, GCS, Azure and
+#: HTTP through.
+STORAGE_MODULES = frozenset(
+    {"botocore", "aiobotocore", "boto3", "s3fs", "aiohttp", "gcsfs", "google", "adlfs", "azure"}
+)
+
+
+def _from_storage(error: Exception) -> bool:
+    """Whether ``error`` is one of the storage libraries' own (see :data:`STORAGE_MODULES`)."""
+    return any(
+        klass.__module__.split(".", 1)[0] in STORAGE_MODULES for klass in type(error).__mro__
+    )
+
+
+def _problem(doing: str, error: Exception) -> str:
+    """The problem text for a library's ``error`` met while ``doing``."""
+    if isinstance(error, MemoryError):
+        return f"{doing}: out of memory (the file claims more data than fits in memory)"
+    if isinstance(error, RecursionError):
+        return f"{doing}: nested too deeply to read"
+    return f"{doing}: {type(error).__name__}: {_short(str(error))}"
+
+
+def slide_errors(path: str | os.PathLike[str] | None, doing: str) -> AbstractContextManager[None]:
+    """:func:`reported_as` for slides and overlays: failures become :class:`SlideError`."""
+    return reported_as(SlideError, path, doing)
+
+
+def annotation_errors(
+    path: str | os.PathLike[str] | None, doing: str
+) -> AbstractContextManager[None]:
+    """:func:`reported_as` for annotation files: failures become :class:`AnnotationError`."""
+    return reported_as(AnnotationError, path, doing)
+
+
+def _short(text: str, limit: int = 300) -> str:
+    """``text`` cut to ``limit`` characters: a library's message may quote a whole buffer."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."

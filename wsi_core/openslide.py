@@ -15,13 +15,17 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Mapping
+from types import MappingProxyType
 
 import numpy as np
 import openslide
+from PIL import Image
 
-from wsi_core.errors import MissingMPPError, SlideError
+from wsi_core.errors import MissingMPPError, SlideError, slide_errors
 from wsi_core.reader import SlideReader, composite_over
 from wsi_core.resolution import MPP, as_mpp_pair
+from wsi_core.tiff_structure import is_tiff_file, read_tiff_layout_of_file
 
 
 class OpenSlide(openslide.OpenSlide, SlideReader):
@@ -37,16 +41,53 @@ class OpenSlide(openslide.OpenSlide, SlideReader):
         self.path = os.fspath(path)
         self._closed = True  # until the handle exists, close() has nothing to release
         self._mpp_override = None if mpp is None else as_mpp_pair(mpp)
+        try:
+            with slide_errors(self.path, "OpenSlide cannot open it"):
+                self._open()
+        except BaseException:
+            self.close()
+            raise
+
+    def _open(self) -> None:
+        """Check a TIFF-family file's structure, open it, and keep what never changes."""
         if not os.path.exists(self.path):
             raise SlideError(self.path, "no such file")
+        if is_tiff_file(self.path):
+            # libtiff, like tifffile, skips IFDs past the end of a truncated file: refuse the
+            # file rather than read a slide with levels missing.
+            read_tiff_layout_of_file(self.path).check_data(self.path)
         try:
             super().__init__(self.path)
         except openslide.OpenSlideUnsupportedFormatError as error:
             raise SlideError(self.path, "not a slide format OpenSlide can read") from error
-        except openslide.OpenSlideError as error:
-            raise SlideError(self.path, f"OpenSlide cannot open it: {error}") from error
         self._closed = False
-        self.vendor = self.properties.get("openslide.vendor") or "unknown"
+        # Read once: after any failed read OpenSlide answers every call with the same error
+        # ("latching"), and the levels and properties of an open slide never change.
+        self._level_count = super().level_count  # first: the properties below ask for it
+        self._dimensions = super().level_dimensions
+        self._downsamples = super().level_downsamples
+        self._properties: Mapping[str, str] = MappingProxyType(dict(super().properties))
+        self.vendor = self._properties.get("openslide.vendor") or "unknown"
+
+    @property
+    def level_count(self) -> int:
+        """Number of pyramid levels."""
+        return self._level_count
+
+    @property
+    def level_dimensions(self) -> tuple[tuple[int, int], ...]:
+        """``(width, height)`` of each level, in that level's pixels."""
+        return self._dimensions
+
+    @property
+    def level_downsamples(self) -> tuple[float, ...]:
+        """Level-0 pixels per level pixel, one per level, as OpenSlide reports them."""
+        return self._downsamples
+
+    @property
+    def properties(self) -> Mapping[str, str]:
+        """OpenSlide's properties of the slide (read-only, read once when opened)."""
+        return self._properties
 
     @property
     def mpp(self) -> tuple[float, float]:
@@ -91,11 +132,20 @@ class OpenSlide(openslide.OpenSlide, SlideReader):
         window = (slice(y0 - y, y1 - y), slice(x0 - x, x1 - x))
         tile[window] = composite_over(region[window][..., :3], region[window][..., 3], fill)
 
+    def read_region(
+        self, location: tuple[int, int], level: int, size: tuple[int, int]
+    ) -> Image.Image:
+        """``openslide.OpenSlide.read_region`` (``location`` in level-0 pixels, ``size`` in
+        pixels of ``level``), its failures raised as :class:`SlideError` naming the file."""
+        with slide_errors(self.path, f"OpenSlide cannot read level {level} at {location}"):
+            return super().read_region(location, level, size)
+
     def read_level_region(self, level: int, x: int, y: int, width: int, height: int) -> np.ndarray:
         """RGB ``uint8`` ``(height, width, 3)`` of a window wholly inside ``level`` (level
         coords). OpenSlide's alpha channel is dropped, not composited."""
-        x, y, width, height = int(x), int(y), int(width), int(height)
-        self._check_window(level, x, y, width, height)
+        return super().read_level_region(level, x, y, width, height)
+
+    def _read_window(self, level: int, x: int, y: int, width: int, height: int) -> np.ndarray:
         if width == 0 or height == 0:
             return np.zeros((height, width, 3), dtype=np.uint8)
         region = self.read_region(self._level0_location(level, x, y), level, (width, height))

@@ -4,6 +4,13 @@ Backends (:mod:`wsi_core.openslide`, :mod:`wsi_core.tiff_reader`) import from th
 only; the factory that picks one, :func:`wsi_core.slide.open_slide`, lives apart in
 :mod:`wsi_core.slide`, so that no backend needs to import the factory.
 
+Failures: a problem of the file (damaged, truncated, undecodable, more data than memory) is a
+:class:`~wsi_core.errors.SlideError` naming it, from the constructor and from every public
+method (see :func:`wsi_core.errors.reported_as`); storage errors other than a missing file
+(``OSError``) pass unchanged for the caller to retry. A wrong argument (a level that does not
+exist, a window outside the level, a malformed background) is the caller's, not the file's,
+and stays a ``ValueError``.
+
 Units used throughout:
 
 * "level coords": pixels of one pyramid level, ``x`` = column, ``y`` = row.
@@ -21,6 +28,7 @@ from typing import Literal
 
 import numpy as np
 
+from wsi_core.errors import slide_errors
 from wsi_core.resolution import LevelsMixin
 
 Background = int | Sequence[int]
@@ -73,12 +81,15 @@ class SlideReader(LevelsMixin, ABC):
         triple); pixels outside the level are ``background``."""
         level = self._check_level(level)
         x, y, extent_x, extent_y = int(x), int(y), int(extent_x), int(extent_y)
+        if extent_x < 0 or extent_y < 0:
+            raise ValueError(f"{self.path}: negative tile size {extent_x}x{extent_y}")
         fill = background_rgb(background)
         tile = np.empty((extent_y, extent_x, 3), dtype=np.uint8)
         tile[...] = fill
         inside = clip_window(x, y, extent_x, extent_y, *self.level_dimensions[level])
         if inside is not None:
-            self._paint_tile(tile, level, x, y, inside, fill)
+            with slide_errors(self.path, f"cannot read level {level} at x={x}, y={y}"):
+                self._paint_tile(tile, level, x, y, inside, fill)
         return tile
 
     @abstractmethod
@@ -94,13 +105,22 @@ class SlideReader(LevelsMixin, ABC):
         """Write the on-level part ``inside`` = ``(x0, y0, x1, y1)`` (level coords) of the tile
         whose origin is ``(x, y)`` into ``tile``, composited over ``fill``."""
 
-    @abstractmethod
     def read_level_region(self, level: int, x: int, y: int, width: int, height: int) -> np.ndarray:
         """Raw samples of a window of ``level`` (level coords) that lies wholly inside it.
 
-        Shape ``(height, width)`` or ``(height, width, channels)``, native dtype. A window
-        that leaves the level raises ``ValueError``: clipping is the caller's decision.
+        Shape ``(height, width)`` or ``(height, width, channels)``, native dtype (see the
+        backend for what its samples are). A window that leaves the level raises
+        ``ValueError``: clipping is the caller's decision.
         """
+        x, y, width, height = int(x), int(y), int(width), int(height)
+        self._check_window(level, x, y, width, height)
+        level = int(level)
+        with slide_errors(self.path, f"cannot read level {level} at x={x}, y={y}"):
+            return self._read_window(level, x, y, width, height)
+
+    @abstractmethod
+    def _read_window(self, level: int, x: int, y: int, width: int, height: int) -> np.ndarray:
+        """:meth:`read_level_region` for a window that has been checked to lie in ``level``."""
 
     @abstractmethod
     def close(self) -> None:

@@ -15,12 +15,13 @@ from typing import Any
 import openslide as _openslide
 import tifffile
 
-from wsi_core.errors import LocalCopyRequired, SlideError
+from wsi_core.errors import LocalCopyRequired, SlideError, slide_errors
 from wsi_core.openslide import OpenSlide
 from wsi_core.reader import SlideReader
-from wsi_core.remote import TIFF_MAGIC, is_url
+from wsi_core.remote import is_url
 from wsi_core.resolution import MPP, as_mpp_pair
 from wsi_core.tiff_reader import TiffReader
+from wsi_core.tiff_structure import is_tiff_file, read_tiff_layout_of_file
 
 __all__ = ["SlideReader", "open_slide"]
 
@@ -33,11 +34,6 @@ _OPENSLIDE_TIFF_KINDS = {
     "scn": "Leica SCN",
     "bif": "Ventana BIF",
 }
-
-
-def _is_tiff(path: str) -> bool:
-    with open(path, "rb") as fh:
-        return fh.read(4) in TIFF_MAGIC
 
 
 def _is_ome_tiff(path: str) -> bool:
@@ -70,19 +66,30 @@ def open_slide(
     :mod:`wsi_core.remote`); a local path ignores them.
     """
     name = os.fspath(path)
-    if is_url(name):
-        return _open_url(name, mpp, storage_options)
+    if mpp is not None:
+        as_mpp_pair(mpp)  # fail on a malformed override (the caller's error) before anything
+    with slide_errors(name, "cannot open the slide"):
+        if is_url(name):
+            return _open_url(name, mpp, storage_options)
+        return _open_local(name, mpp)
+
+
+def _open_local(name: str, mpp: MPP | None) -> SlideReader:
     if not os.path.exists(name):
         raise SlideError(name, "no such file")
     if not os.path.isfile(name):
         raise SlideError(name, "not a file (is it a directory?)")
-    if mpp is not None:
-        as_mpp_pair(mpp)  # fail on a malformed override before opening anything
+    tiff = is_tiff_file(name)
+    if tiff:
+        # Before libtiff (detect_format) or tifffile (_is_ome_tiff) look at it: a looping or
+        # truncated page chain is refused here, the same way whichever backend reads it. The
+        # backend checks the pixel data itself, naming the levels it would have read.
+        read_tiff_layout_of_file(name)
     try:
         vendor = _openslide.OpenSlide.detect_format(name)
     except _openslide.OpenSlideError:
         vendor = None
-    if _is_tiff(name) and (vendor in (None, "generic-tiff") or _is_ome_tiff(name)):
+    if tiff and (vendor in (None, "generic-tiff") or _is_ome_tiff(name)):
         return TiffReader(name, mpp=mpp)
     if vendor is None:
         raise SlideError(name, "not a slide format that OpenSlide or tifffile can read")

@@ -29,15 +29,17 @@ import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import IO, Any, cast
+from urllib.parse import urlsplit
 
 import numpy as np
 import tifffile
 from defusedxml import ElementTree
 
-from wsi_core.errors import MissingMPPError, SlideError
+from wsi_core.errors import MissingMPPError, SlideError, slide_errors
 from wsi_core.reader import SlideReader, composite_over
 from wsi_core.remote import is_url, open_tiff_url
 from wsi_core.resolution import MPP, as_mpp_pair
+from wsi_core.tiff_structure import TiffLayout, read_tiff_layout, read_tiff_layout_of_file
 
 # Micrometres per ResolutionUnit; 1 (NONE) is absent on purpose: it carries no physical size.
 _MICROMETRES_PER_RESUNIT = {2: 25400.0, 3: 10_000.0, 4: 1000.0, 5: 1.0}
@@ -60,6 +62,16 @@ _MICROMETRES_PER_OME_UNIT = {
 _VENDORS = {"ome": "ome-tiff", "svs": "aperio"}
 
 _JPEG_COMPRESSIONS = {6, 7, 34892, 33007}  # these decoders want the JPEG tables
+
+#: Most bytes one strip or tile may decode to: 512 MiB. Reading a window decodes every
+#: segment that meets it whole, so a file claiming one strip of 3,000,000 x 3,000,000 pixels
+#: must be refused rather than allocated. Real slides are tiled (a 512 x 512 RGB tile is
+#: 768 KiB); a single-strip image up to about 16,000 x 11,000 RGB pixels still reads.
+MAX_SEGMENT_BYTES = 512 * 2**20
+
+#: Most bytes one pixel may hold across its samples (and, planar, its planes): 64, eight
+#: float64 samples. A window's size is the caller's choice, its depth is the file's claim.
+MAX_PIXEL_BYTES = 64
 
 
 @dataclass
@@ -94,22 +106,38 @@ class TiffReader(SlideReader):
         self._tif: tifffile.TiffFile | None = None
         self._file: IO[bytes] | None = None  # the fsspec file of a URL; tifffile won't close it
         self._mpp_override = None if mpp is None else as_mpp_pair(mpp)
-        self._tif = self._open_tiff()
         self._lock = threading.RLock()
         try:
-            series = self._tif.series
-            if not series:
-                raise SlideError(self.path, "the TIFF holds no image")
-            self._levels = _find_levels(self.path, series)
-            self._file_mpp = _file_mpp(self._tif, self._levels[0].keyframe)
-        except SlideError:
+            with slide_errors(self.path, "cannot read the TIFF structure"):
+                self._open()
+        except BaseException:
             self.close()
             raise
-        except Exception as error:  # a damaged IFD chain or metadata tifffile chokes on
-            self.close()
-            if self._is_transient(error):
-                raise
-            raise SlideError(self.path, f"cannot read the TIFF structure: {error}") from error
+
+    def _open(self) -> None:
+        """Check the file's structure, open it with tifffile and find its levels."""
+        layout, self._tif = self._open_tiff()
+        # The layout walk has refused every IFD tifffile would skip, so tifffile must see
+        # every page; if it does not, some page would be silently missing from the slide.
+        if len(self._tif.pages) != layout.main_pages:
+            raise SlideError(
+                self.path,
+                f"tifffile reads {len(self._tif.pages)} of the {layout.main_pages} pages "
+                "in the file; the page chain is damaged",
+            )
+        series = self._tif.series
+        if not series:
+            raise SlideError(self.path, "the TIFF holds no image")
+        self._levels = _find_levels(self.path, series)
+        layout.check_data(
+            self.path,
+            {
+                page.offset: f"level {index}"
+                for index, level in enumerate(self._levels)
+                for page in level.pages
+            },
+        )
+        self._file_mpp = _file_mpp(self._tif, self._levels[0].keyframe)
         self.vendor = _VENDORS.get(series[0].kind, "generic-tiff")
         #: tifffile's name for the TIFF flavour: "svs", "ome", "generic", "ndpi", ...
         self.tiff_kind = str(series[0].kind)
@@ -148,12 +176,15 @@ class TiffReader(SlideReader):
     def read_level_region(self, level: int, x: int, y: int, width: int, height: int) -> np.ndarray:
         """Raw samples of a window (level coords) wholly inside ``level``: ``(height, width)``
         for one sample per pixel, else ``(height, width, samples)``; native dtype."""
-        x, y, width, height = int(x), int(y), int(width), int(height)
-        self._check_window(level, x, y, width, height)
+        return super().read_level_region(level, x, y, width, height)
+
+    def _read_window(self, level: int, x: int, y: int, width: int, height: int) -> np.ndarray:
         if self._tif is None:
             raise SlideError(self.path, "the slide is closed")
         info = self._levels[level]
-        planes = [self._read_page_window(info, page, x, y, width, height) for page in info.pages]
+        planes = [
+            self._read_page_window(level, info, page, x, y, width, height) for page in info.pages
+        ]
         if len(planes) == 1:
             return planes[0]
         return np.stack(planes, axis=-1)
@@ -180,30 +211,18 @@ class TiffReader(SlideReader):
             raw, info.keyframe, multi_page=len(info.pages) > 1, background=fill
         )
 
-    def _open_tiff(self) -> tifffile.TiffFile:
-        """tifffile's view of ``self.path``: a local file, or a URL through fsspec (range
-        requests with a block cache, see :mod:`wsi_core.remote`)."""
-        source: str | IO[bytes] = self.path
+    def _open_tiff(self) -> tuple[TiffLayout, tifffile.TiffFile]:
+        """The checked layout of ``self.path`` (:mod:`wsi_core.tiff_structure`) and tifffile's
+        view of it: a local file, or a URL through fsspec (range requests with a block cache,
+        see :mod:`wsi_core.remote`), whose size comes from the handle without a read."""
         if is_url(self.path):
-            self._file = source = open_tiff_url(self.path, self._storage_options)
-        elif not os.path.exists(self.path):
+            self._file = handle = open_tiff_url(self.path, self._storage_options)
+            layout = read_tiff_layout(self.path, handle, name=urlsplit(self.path).path)
+            handle.seek(0)
+            return layout, tifffile.TiffFile(handle)
+        if not os.path.exists(self.path):
             raise SlideError(self.path, "no such file")
-        try:
-            return tifffile.TiffFile(source)
-        except Exception as error:  # tifffile raises TiffFileError, ValueError, struct.error...
-            self.close()
-            if self._is_transient(error):
-                raise
-            raise SlideError(self.path, f"not a TIFF file tifffile can read ({error})") from error
-
-    def _is_transient(self, error: Exception) -> bool:
-        """Whether ``error`` is a failed or denied read of a URL (network, permissions),
-        which the caller may retry, rather than a broken file."""
-        return (
-            is_url(self.path)
-            and isinstance(error, OSError)
-            and not isinstance(error, FileNotFoundError)
-        )
+        return read_tiff_layout_of_file(self.path), tifffile.TiffFile(self.path)
 
     def close(self) -> None:
         """Close the TIFF file (and the fsspec file of a URL); a second call does nothing."""
@@ -220,14 +239,44 @@ class TiffReader(SlideReader):
     # Decoding -------------------------------------------------------------------------------
 
     def _read_page_window(
-        self, info: _Level, page: Any, x: int, y: int, width: int, height: int
+        self, level: int, info: _Level, page: Any, x: int, y: int, width: int, height: int
     ) -> np.ndarray:
-        """Decode the segments of ``page`` that meet the window and assemble the window."""
+        """Decode the segments of ``page`` that meet the window and assemble the window.
+
+        What the file claims is bounded before anything is allocated: a pixel may hold at
+        most :data:`MAX_PIXEL_BYTES`, a strip or tile at most :data:`MAX_SEGMENT_BYTES`
+        decoded, and every segment the window needs must be listed in the page.
+        """
         keyframe = info.keyframe
         separate, _, page_height, page_width, contig = keyframe.shaped
-        out = np.full((separate, height, width, contig), keyframe.nodata, dtype=keyframe.dtype)
+        dtype = np.dtype(keyframe.dtype)
+        if separate * contig * dtype.itemsize > MAX_PIXEL_BYTES:
+            raise SlideError(
+                self.path,
+                f"level {level} claims {separate * contig} samples of {dtype} per pixel, "
+                f"more than {MAX_PIXEL_BYTES} bytes a pixel (wsi_core.tiff_reader."
+                "MAX_PIXEL_BYTES); no slide has that",
+            )
+        segment_bytes = math.prod(int(n) for n in keyframe.chunks) * dtype.itemsize
+        kind = "tile" if keyframe.is_tiled else "strip"
+        if segment_bytes > MAX_SEGMENT_BYTES:
+            raise SlideError(
+                self.path,
+                f"a {kind} of level {level} ({'x'.join(map(str, keyframe.chunks))} samples) "
+                f"decodes to {segment_bytes:,} bytes, more than the {MAX_SEGMENT_BYTES:,} "
+                "decoded at once (wsi_core.tiff_reader.MAX_SEGMENT_BYTES); write the slide "
+                "with tiles (512 x 512, say) or smaller strips",
+            )
+        out = np.full((separate, height, width, contig), keyframe.nodata, dtype=dtype)
         if width and height:
-            indices = _segment_indices(keyframe, x, y, width, height)
+            indices, needed = _segment_indices(keyframe, x, y, width, height)
+            listed = min(len(page.dataoffsets), len(page.databytecounts))
+            if indices[-1] >= listed:  # plane-major order: the last index is the largest
+                raise SlideError(
+                    self.path,
+                    f"level {level} lists {listed:,} {kind} offsets but its "
+                    f"{page_width}x{page_height} image needs {needed:,}",
+                )
             offsets = [page.dataoffsets[i] for i in indices]
             counts = [page.databytecounts[i] for i in indices]
             kwargs: dict[str, Any] = {}
@@ -271,9 +320,10 @@ class TiffReader(SlideReader):
 
 def _segment_indices(
     keyframe: tifffile.TiffPage, x: int, y: int, width: int, height: int
-) -> list[int]:
+) -> tuple[list[int], int]:
     """Indices (into dataoffsets) of the tiles or strips that meet the window, in the
-    numbering tifffile's decoder expects (sample plane, then row, then column)."""
+    numbering tifffile's decoder expects (sample plane, then row, then column), and how many
+    segments the whole page has."""
     separate = keyframe.shaped[0]
     if keyframe.is_tiled:
         tile_h, tile_w = keyframe.tilelength, keyframe.tilewidth
@@ -281,16 +331,18 @@ def _segment_indices(
         down = math.ceil(keyframe.imagelength / tile_h)
         rows = range(y // tile_h, (y + height - 1) // tile_h + 1)
         cols = range(x // tile_w, (x + width - 1) // tile_w + 1)
-        return [
+        indices = [
             plane * across * down + row * across + col
             for plane in range(separate)
             for row in rows
             for col in cols
         ]
+        return indices, separate * across * down
     rows_per_strip = keyframe.rowsperstrip
     strips = math.ceil(keyframe.imagelength / rows_per_strip)
     first, last = y // rows_per_strip, (y + height - 1) // rows_per_strip
-    return [plane * strips + s for plane in range(separate) for s in range(first, last + 1)]
+    indices = [plane * strips + s for plane in range(separate) for s in range(first, last + 1)]
+    return indices, separate * strips
 
 
 # Level discovery -------------------------------------------------------------------------------
