@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
 from functools import partial
 from xml.etree.ElementTree import Element
@@ -12,8 +11,8 @@ from shapely.geometry import Point
 
 from wsi_core.errors import AnnotationError
 from wsi_core.geometry import PolygonalGeometry, polygon_from_parts, ring_array
-from wsi_core.parsers.base import AnnotationParser, PointEntry, PolygonEntry
-from wsi_core.parsers.decode import load_xml
+from wsi_core.parsers.base import AnnotationParser, PointEntry, PolygonEntry, label_or_none
+from wsi_core.parsers.decode import check_coordinate, load_xml
 from wsi_core.parsers.filters import Pattern, compile_filters, field_value, filter_entries
 
 _POLYGON_TYPES = frozenset({"polygon", "spline", "rectangle"})
@@ -34,9 +33,19 @@ class ASAPParser(AnnotationParser):
     * Decimal commas (``X="123,45"``, written by ASAP under some locales) are accepted.
     * ``PartOfGroup="None"`` is how ASAP writes "in no group": it counts as missing, so it is
       no class label and matches no ``part_of_group`` filter.
+    * The class label is ``PartOfGroup``; ``label_property`` names another attribute of the
+      ``Annotation`` element to read it from instead (``"Name"``, say, for files whose
+      annotations are named by class). An empty attribute is no label.
     * XML is parsed with defusedxml: documents declaring entities or external references are
       refused with :class:`~wsi_core.errors.AnnotationError`.
     """
+
+    FORMAT = "ASAP XML"
+    LABEL_PROPERTY = "PartOfGroup"
+
+    def _use_label_property(self, label_property: str | None) -> str | None:
+        """Any attribute of ``Annotation`` may hold the class (``None``: ``PartOfGroup``)."""
+        return None if label_property == self.LABEL_PROPERTY else label_property
 
     def _load(self, data: bytes | str) -> None:
         root = load_xml(self.path, data)
@@ -55,16 +64,20 @@ class ASAPParser(AnnotationParser):
             if group in ("None", ""):
                 group = None
             fields = {"name": name, "part_of_group": group}
+            if self._label_property is not None:
+                label = label_or_none(annotation.get(self._label_property))
+            else:
+                label = group
             where = f"Annotation #{index}" + (f" ({name!r})" if name is not None else "")
             vertices = self._vertices(annotation, where)
             if kind in _POLYGON_TYPES:
                 ring = ring_array(vertices)
                 self._polygon_entries.append(
-                    PolygonEntry(fields, group, partial(polygon_from_parts, [(ring, [])]))
+                    PolygonEntry(fields, label, partial(polygon_from_parts, [(ring, [])]))
                 )
             else:
                 for x, y in vertices.tolist():
-                    self._point_entries.append(PointEntry(fields, group, Point(x, y)))
+                    self._point_entries.append(PointEntry(fields, label, Point(x, y)))
 
     def _vertices(self, annotation: Element, where: str) -> np.ndarray:
         """The annotation's ``(n, 2)`` vertices in ``Order`` order."""
@@ -94,7 +107,8 @@ class ASAPParser(AnnotationParser):
         return np.array(points, dtype=np.float64).reshape(-1, 2)
 
     def _number(self, coordinate: Element, attribute: str, place: str) -> float:
-        """The ``X`` or ``Y`` attribute of a ``Coordinate`` (level-0 pixels) as a finite float."""
+        """The ``X`` or ``Y`` attribute of a ``Coordinate`` (level-0 pixels) as a finite float
+        within :data:`~wsi_core.parsers.decode.MAX_COORDINATE`."""
         text = coordinate.get(attribute)
         if text is None:
             raise AnnotationError(self.path, f"{place}: no {attribute} attribute")
@@ -107,11 +121,9 @@ class ASAPParser(AnnotationParser):
             value = float(cleaned)
         except ValueError:
             raise AnnotationError(
-                self.path, f"{place}: {attribute}={text!r} is not a number"
+                self.path, f"{place}: {attribute}={text[:40]!r} is not a number"
             ) from None
-        if not math.isfinite(value):
-            raise AnnotationError(self.path, f"{place}: {attribute}={text!r} is not finite")
-        return value
+        return check_coordinate(self.path, place, value, f"{attribute}={text[:40]!r}")
 
     def get_polygons(
         self, name: Pattern | None = None, part_of_group: Pattern | None = None
@@ -123,7 +135,9 @@ class ASAPParser(AnnotationParser):
         are repaired (one :class:`InvalidGeometryWarning` per call).
         """
         patterns = compile_filters({"name": name, "part_of_group": part_of_group})
-        return iter(self._emit(filter_entries(self._polygon_entries, patterns, field_value)))
+        return iter(
+            self._polygons(partial(filter_entries, self._polygon_entries, patterns, field_value))
+        )
 
     def get_points(
         self, name: Pattern | None = None, part_of_group: Pattern | None = None
@@ -133,4 +147,6 @@ class ASAPParser(AnnotationParser):
         Filters as in :meth:`get_polygons`.
         """
         patterns = compile_filters({"name": name, "part_of_group": part_of_group})
-        return iter([e.point for e in filter_entries(self._point_entries, patterns, field_value)])
+        return iter(
+            self._points(partial(filter_entries, self._point_entries, patterns, field_value))
+        )

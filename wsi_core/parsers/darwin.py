@@ -15,6 +15,10 @@ from wsi_core.parsers.base import JSONAnnotationParser, PointEntry, PolygonEntry
 from wsi_core.parsers.decode import finite_xy
 from wsi_core.parsers.filters import Pattern, compile_filters, field_value, filter_entries
 
+# The members that make an annotation a point: V7's "keypoint", and "point" as some exports
+# (and hand-written files) spell it.
+_POINT_KINDS = ("keypoint", "point")
+
 
 class Darwin7JSONParser(JSONAnnotationParser):
     """Annotations of a V7 Darwin JSON file, as shapely geometry in level-0 pixels.
@@ -31,14 +35,20 @@ class Darwin7JSONParser(JSONAnnotationParser):
       mixing them into region coverage would be wrong. Ask for them with
       ``get_polygons(include_boxes=True)``. A polygon annotation's own ``bounding_box`` is
       never returned.
-    * ``keypoint`` ``{x, y}`` is a point. Other types (tags, lines, ellipses, masks) are
-      ignored, as is the slot an annotation belongs to.
+    * ``keypoint`` ``{x, y}`` is a point, and so is ``point`` ``{x, y}`` (the spelling of some
+      exports), under the same rules: an object with finite ``x`` and ``y``, whatever else the
+      annotation has. Other types (tags, lines, ellipses, masks) are ignored, as is the slot an
+      annotation belongs to.
 
-    The class label and the only filter is the annotation ``name``.
+    The class label and the only filter is the annotation ``name`` (``label_property`` may
+    only be ``"name"``).
     """
 
-    def _start(self, name: str) -> None:
-        super()._start(name)
+    FORMAT = "V7 Darwin JSON"
+    LABEL_PROPERTY = "name"
+
+    def _start(self, name: str, label_property: str | None = None) -> None:
+        super()._start(name, label_property)
         self._box_entries: list[PolygonEntry] = []
 
     def _load_document(self, document: Any) -> None:
@@ -64,12 +74,11 @@ class Darwin7JSONParser(JSONAnnotationParser):
                 self._box_entries.append(
                     PolygonEntry(fields, name, partial(box_polygon, x, y, width, height))
                 )
-            keypoint = annotation.get("keypoint")
-            if isinstance(keypoint, Mapping):
-                x, y = finite_xy(
-                    self.path, f"{where}.keypoint", keypoint.get("x"), keypoint.get("y")
-                )
-                self._point_entries.append(PointEntry(fields, name, Point(x, y)))
+            for kind in _POINT_KINDS:
+                point = annotation.get(kind)
+                if isinstance(point, Mapping):
+                    x, y = finite_xy(self.path, f"{where}.{kind}", point.get("x"), point.get("y"))
+                    self._point_entries.append(PointEntry(fields, name, Point(x, y)))
 
     def _rings(self, annotation: Mapping[str, Any], where: str) -> list[np.ndarray | None] | None:
         """The rings of a (complex) polygon annotation, or ``None`` when it has none."""
@@ -115,9 +124,11 @@ class Darwin7JSONParser(JSONAnnotationParser):
         """
         patterns = compile_filters({"name": name})
         entries = self._polygon_entries + (self._box_entries if include_boxes else [])
-        return iter(self._emit(filter_entries(entries, patterns, field_value)))
+        return iter(self._polygons(partial(filter_entries, entries, patterns, field_value)))
 
     def get_points(self, name: Pattern | None = None) -> Iterator[Point]:
         """Keypoints, level-0 pixels; ``name`` filters as in :meth:`get_polygons`."""
         patterns = compile_filters({"name": name})
-        return iter([e.point for e in filter_entries(self._point_entries, patterns, field_value)])
+        return iter(
+            self._points(partial(filter_entries, self._point_entries, patterns, field_value))
+        )

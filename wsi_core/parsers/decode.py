@@ -2,7 +2,8 @@
 
 JSON keeps the file's own encoding (UTF-8, -16 or -32, with or without BOM); XML is parsed with
 defusedxml, so entity declarations and external references are refused; a coordinate (level-0
-pixels, as the file stores it) must be a finite number. Every failure is an
+pixels, as the file stores it) must be a finite number no larger than :data:`MAX_COORDINATE`
+in absolute value. Every failure is an
 :class:`~wsi_core.errors.AnnotationError` naming the file and the line and column (JSON, XML)
 or the place in the document (coordinates).
 """
@@ -19,6 +20,12 @@ import defusedxml.ElementTree as DefusedET
 import numpy as np
 
 from wsi_core.errors import AnnotationError
+
+#: Largest absolute coordinate accepted, in level-0 pixels: 1e7, which is 2.5 m at
+#: 0.25 µm/px (a whole-slide image is a few centimetres, 200,000 pixels or so). A larger
+#: value is a broken or hostile file, and would make geometry work on a plane of absurd size
+#: (coverage grids, spatial indexes, float precision), so it is refused where it is read.
+MAX_COORDINATE = 1e7
 
 
 def _strip_bom(text: str) -> str:
@@ -42,6 +49,8 @@ def load_json(name: str, data: bytes | str) -> Any:
         ) from None
     except RecursionError:
         raise AnnotationError(name, "JSON nested too deeply to be an annotation file") from None
+    except ValueError as error:  # e.g. an integer of more digits than Python converts
+        raise AnnotationError(name, f"malformed JSON: {error}") from None
 
 
 def load_xml(name: str, data: bytes | str) -> ET.Element:
@@ -71,12 +80,40 @@ def load_xml(name: str, data: bytes | str) -> ET.Element:
 
 
 def finite_xy(name: str, where: str, x: Any, y: Any) -> tuple[float, float]:
-    """``(x, y)`` (level-0 pixels) as floats, or an :class:`AnnotationError` naming the place."""
+    """``(x, y)`` (level-0 pixels) as floats, or an :class:`AnnotationError` naming the place
+    when either is no number, is not finite, or exceeds :data:`MAX_COORDINATE`."""
     for value in (x, y):
         # bool is an int subclass; True as a coordinate is a broken file, not 1.0.
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise AnnotationError(name, f"{where}: coordinate {value!r} is not a number")
-    fx, fy = float(x), float(y)
-    if not (np.isfinite(fx) and np.isfinite(fy)):
-        raise AnnotationError(name, f"{where}: coordinate ({x!r}, {y!r}) is not finite")
-    return fx, fy
+            raise AnnotationError(name, f"{where}: coordinate {_shown(value)} is not a number")
+    # Compared before float(): an int of a thousand digits would overflow the conversion.
+    if not all(abs(value) <= MAX_COORDINATE for value in (x, y)):
+        if all(isinstance(value, int) or np.isfinite(value) for value in (x, y)):
+            raise out_of_range(name, where, f"({_shown(x)}, {_shown(y)})")
+        raise AnnotationError(name, f"{where}: coordinate ({_shown(x)}, {_shown(y)}) is not finite")
+    return float(x), float(y)
+
+
+def check_coordinate(name: str, where: str, value: float, shown: str) -> float:
+    """``value`` (level-0 pixels, shown in the file as ``shown``) if finite and within
+    :data:`MAX_COORDINATE`, else an :class:`AnnotationError` naming the place."""
+    if not np.isfinite(value):
+        raise AnnotationError(name, f"{where}: {shown} is not finite")
+    if abs(value) > MAX_COORDINATE:
+        raise out_of_range(name, where, shown)
+    return value
+
+
+def out_of_range(name: str, where: str, shown: str) -> AnnotationError:
+    """The error for a coordinate beyond :data:`MAX_COORDINATE` at ``where``."""
+    return AnnotationError(
+        name,
+        f"{where}: coordinate {shown} is beyond ±{MAX_COORDINATE:.0e} level-0 pixels "
+        "(2.5 m at 0.25 µm/px; wsi_core.parsers.decode.MAX_COORDINATE), no slide is that large",
+    )
+
+
+def _shown(value: Any) -> str:
+    """``repr(value)`` cut short: a hostile file may hold a number of thousands of digits."""
+    text = repr(value) if not isinstance(value, int) or abs(value) < 10**30 else "a huge integer"
+    return text if len(text) <= 40 else text[:37] + "..."

@@ -10,9 +10,9 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
-from wsi_core.errors import AnnotationError
+from wsi_core.errors import AnnotationError, annotation_errors
 from wsi_core.parsers.asap import ASAPParser
-from wsi_core.parsers.base import AnnotationParser, JSONAnnotationParser
+from wsi_core.parsers.base import AnnotationParser, JSONAnnotationParser, check_label_property
 from wsi_core.parsers.darwin import Darwin7JSONParser
 from wsi_core.parsers.decode import load_json
 from wsi_core.parsers.empaia import EMPAIAParser
@@ -52,7 +52,7 @@ def json_parser_class(document: Any) -> type[JSONAnnotationParser] | None:
     kind = document.get("type")
     if (
         kind in ("FeatureCollection", "Feature")
-        or kind in GEOMETRY_TYPES
+        or (isinstance(kind, str) and kind in GEOMETRY_TYPES)
         or (kind is None and isinstance(document.get("features"), list))
     ):
         return GeoJSONParser
@@ -66,7 +66,10 @@ def json_parser_class(document: Any) -> type[JSONAnnotationParser] | None:
 
 
 def open_annotations(
-    source: Source, *, storage_options: Mapping[str, Any] | None = None
+    source: Source,
+    *,
+    label_property: str | None = None,
+    storage_options: Mapping[str, Any] | None = None,
 ) -> AnnotationParser:
     """Open an annotation file with the parser its format needs.
 
@@ -74,14 +77,29 @@ def open_annotations(
     :func:`json_parser_class`). Any other extension (or a stream) is sniffed: ``<`` starts ASAP
     XML, ``{`` or ``[`` JSON. A file that fits no format raises
     :class:`~wsi_core.errors.AnnotationError` naming it. The file is read and decoded once.
-    ``storage_options`` go to fsspec when ``source`` is a URL (endpoint, credentials; see
-    :mod:`wsi_core.remote`).
+
+    ``label_property`` says where the class label is, for the parser picked: for GeoJSON a
+    dotted path into ``properties`` (``"label"`` for Digital Slide Archive exports), for ASAP
+    the ``Annotation`` attribute (``"PartOfGroup"`` by default, ``"Name"``, ...); V7 Darwin and
+    EMPAIA files keep it in ``name`` only, and any other value raises ``AnnotationError``
+    naming the file. ``None`` reads each format's own class field. ``storage_options`` go to
+    fsspec when ``source`` is a URL (endpoint, credentials; see :mod:`wsi_core.remote`).
+
+    Whatever goes wrong in reading the file is an ``AnnotationError`` naming it, a missing file
+    included; other ``OSError`` (denied, network) propagate for the caller to retry.
     """
+    check_label_property(label_property)
     name, data = read_source(source, storage_options)
+    with annotation_errors(name, "cannot read the annotations"):
+        return _parse(name, data, label_property)
+
+
+def _parse(name: str, data: bytes | str, label_property: str | None) -> AnnotationParser:
+    """The parser for ``data``, read from ``name`` (see :func:`open_annotations`)."""
     suffix = _suffix(name)
     first = _first_character(data)
     if suffix == ".xml" or (suffix not in _JSON_SUFFIXES and first == "<"):
-        return ASAPParser._from_data(name, data)
+        return ASAPParser._from_data(name, data, label_property)
     if suffix not in _JSON_SUFFIXES and first not in ("{", "["):
         raise AnnotationError(name, f"unrecognised annotation format (expected {_FORMATS})")
     document = load_json(name, data)
@@ -90,4 +108,4 @@ def open_annotations(
         raise AnnotationError(
             name, f"unrecognised annotation JSON (expected {_FORMATS.replace('ASAP XML, ', '')})"
         )
-    return parser_class._from_document(name, document)
+    return parser_class._from_document(name, document, label_property)

@@ -23,8 +23,12 @@ class EMPAIAParser(JSONAnnotationParser):
     ``type: "rectangle"`` items (``upper_left`` ``[x, y]``, ``width``, ``height``) are polygons;
     ``type: "point"`` items (``coordinates`` = ``[x, y]``) are points. Items that are
     themselves collections (they hold ``items``) are read recursively; other types (lines,
-    arrows, circles) are ignored. The class label and the only filter is the item ``name``.
+    arrows, circles) are ignored. The class label and the only filter is the item ``name``
+    (``label_property`` may only be ``"name"``).
     """
+
+    FORMAT = "EMPAIA JSON"
+    LABEL_PROPERTY = "name"
 
     def _load_document(self, document: Any) -> None:
         if not isinstance(document, Mapping) or not isinstance(document.get("items"), list):
@@ -77,9 +81,13 @@ class EMPAIAParser(JSONAnnotationParser):
         are repaired (one :class:`InvalidGeometryWarning` per call).
         """
         patterns = compile_filters({"name": name})
-        return iter(self._emit(filter_entries(self._polygon_entries, patterns, field_value)))
+        return iter(
+            self._polygons(partial(filter_entries, self._polygon_entries, patterns, field_value))
+        )
 
     def get_points(self, name: Pattern | None = None) -> Iterator[Point]:
         """Points, level-0 pixels; ``name`` filters as in :meth:`get_polygons`."""
         patterns = compile_filters({"name": name})
-        return iter([e.point for e in filter_entries(self._point_entries, patterns, field_value)])
+        return iter(
+            self._points(partial(filter_entries, self._point_entries, patterns, field_value))
+        )

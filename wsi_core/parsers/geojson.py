@@ -16,7 +16,7 @@ from shapely.geometry import Point
 from wsi_core.errors import AnnotationError
 from wsi_core.geometry import PolygonalGeometry, polygon_from_parts, ring_array
 from wsi_core.parsers.base import JSONAnnotationParser, PointEntry, PolygonEntry, label_or_none
-from wsi_core.parsers.decode import finite_xy
+from wsi_core.parsers.decode import MAX_COORDINATE, finite_xy
 from wsi_core.parsers.filters import Pattern, compile_filters, filter_entries
 from wsi_core.parsers.source import Source
 
@@ -99,6 +99,19 @@ def dotted_value(properties: Mapping[str, Any], key: FilterKey) -> Any:
     return _lookup_split(properties, key, ".")
 
 
+def _json_kind(value: Any) -> str:
+    """What JSON calls the type of a decoded ``value`` ("array", "object", ...)."""
+    if isinstance(value, Mapping):
+        return "object"
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    return "null" if value is None else "string"
+
+
 def _without_missing(value: Any) -> Any:
     return None if value is _MISSING else value
 
@@ -116,22 +129,37 @@ class GeoJSONParser(JSONAnnotationParser):
     Class label: ``properties.classification.name`` (QuPath 0.2 ``{name, colorRGB}``, 0.4+
     ``{name, color}``; a plain string ``classification`` is the name; a derived class given as
     ``names`` is joined with ``": "`` as QuPath shows it), else ``properties.name``. Pass
-    ``class_property`` (a dotted path such as ``"label"``) to read the class from another
-    property instead, e.g. for Digital Slide Archive exports.
+    ``label_property`` (a dotted path into ``properties`` such as ``"label"``, nested keys
+    found as in ``filters``) to read the class from that property alone instead, e.g. for
+    Digital Slide Archive exports. ``class_property`` is its earlier name, still accepted.
     """
 
-    # open_annotations builds parsers without __init__; they read the default class fields.
-    _class_property: str | None = None
+    FORMAT = "GeoJSON"
+    LABEL_PROPERTY = "classification.name"
 
     def __init__(
         self,
         source: Source,
         *,
         class_property: str | None = None,
+        label_property: str | None = None,
         storage_options: Mapping[str, Any] | None = None,
     ) -> None:
-        self._class_property = class_property
-        super().__init__(source, storage_options=storage_options)
+        if class_property is not None and label_property not in (None, class_property):
+            raise ValueError(
+                f"class_property={class_property!r} and label_property={label_property!r} "
+                "name the same setting; pass label_property alone"
+            )
+        super().__init__(
+            source,
+            label_property=label_property if class_property is None else class_property,
+            storage_options=storage_options,
+        )
+
+    def _use_label_property(self, label_property: str | None) -> str | None:
+        """Any dotted path into ``properties`` may hold the class (``None``: the QuPath rule,
+        ``classification.name`` else ``name``; a path given, even that one, is read alone)."""
+        return label_property
 
     # Reading -----------------------------------------------------------------------------
 
@@ -150,6 +178,11 @@ class GeoJSONParser(JSONAnnotationParser):
             items = [(f"[{i}]", item) for i, item in enumerate(document)]
         elif isinstance(document, Mapping):
             kind = document.get("type")
+            if kind is not None and not isinstance(kind, str):
+                raise AnnotationError(
+                    self.path,
+                    f"not GeoJSON: the top-level 'type' is a JSON {_json_kind(kind)}, not a string",
+                )
             if kind == "FeatureCollection" or (kind is None and "features" in document):
                 features = document.get("features")
                 if not isinstance(features, list):
@@ -178,8 +211,8 @@ class GeoJSONParser(JSONAnnotationParser):
         return items
 
     def _label(self, properties: Mapping[str, Any]) -> str | None:
-        if self._class_property is not None:
-            return label_or_none(_without_missing(dotted_value(properties, self._class_property)))
+        if self._label_property is not None:
+            return label_or_none(_without_missing(dotted_value(properties, self._label_property)))
         classification = properties.get("classification")
         if isinstance(classification, str):
             label = label_or_none(classification)
@@ -258,8 +291,10 @@ class GeoJSONParser(JSONAnnotationParser):
             and array.shape[1] >= 2
             and array.dtype.kind in "iuf"
             and np.isfinite(array[:, :2]).all()
+            and (np.abs(array[:, :2]) <= MAX_COORDINATE).all()
         ):
             return ring_array(array[:, :2])
+        # Otherwise the slow path names the position at fault.
         points = [self._position(p, f"{where}[{i}]") for i, p in enumerate(positions)]
         return ring_array(np.array(points, dtype=np.float64).reshape(-1, 2))
 
@@ -305,7 +340,9 @@ class GeoJSONParser(JSONAnnotationParser):
         polygons are repaired (one :class:`InvalidGeometryWarning` per call).
         """
         patterns = self._patterns(filters, properties)
-        return iter(self._emit(filter_entries(self._polygon_entries, patterns, self._value)))
+        return iter(
+            self._polygons(partial(filter_entries, self._polygon_entries, patterns, self._value))
+        )
 
     def get_points(
         self,
@@ -314,4 +351,6 @@ class GeoJSONParser(JSONAnnotationParser):
     ) -> Iterator[Point]:
         """Points (one per ``MultiPoint`` member), level-0 pixels; filters as in get_polygons."""
         patterns = self._patterns(filters, properties)
-        return iter([e.point for e in filter_entries(self._point_entries, patterns, self._value)])
+        return iter(
+            self._points(partial(filter_entries, self._point_entries, patterns, self._value))
+        )
