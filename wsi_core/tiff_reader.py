@@ -390,6 +390,10 @@ def _as_level(path: str, level: tifffile.TiffPageSeries) -> _Level:
         raise SlideError(path, "a pyramid level holds no image")
     if keyframe.imagedepth > 1:
         raise SlideError(path, "volumetric (tiled in depth) TIFF images are not supported")
+    if keyframe.imagewidth < 1 or keyframe.imagelength < 1:
+        raise SlideError(
+            path, f"a level of {keyframe.imagewidth}x{keyframe.imagelength} pixels holds no image"
+        )
     pages = [page for page in level.pages if page is not None]
     extra_axes = level.axes.replace("Y", "").replace("X", "").replace("S", "")
     if len(pages) > 1 and extra_axes != "C":
