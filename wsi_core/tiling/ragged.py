@@ -8,6 +8,8 @@ level-0 square pixels).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 
 
@@ -52,3 +54,20 @@ def pairs_within_groups(
     offset = group_start[left_group] - (np.cumsum(counts) - counts)
     right = np.arange(len(left), dtype=np.int64) + np.repeat(offset, counts)
     return left, right
+
+
+def bounded_chunks(counts: np.ndarray, budget: float) -> Iterator[tuple[int, int]]:
+    """Consecutive index ranges ``[start, stop)`` of items whose ``counts`` add up to at most
+    ``budget``; an item whose count alone exceeds the budget makes a range of its own.
+
+    This is how the kernels bound memory: ``counts`` is the size of the temporary arrays an
+    item will need (rows, pairs, vertices), so every range needs about ``budget`` at most.
+    """
+    running = np.cumsum(counts)
+    start = 0
+    while start < len(running):
+        done = running[start - 1] if start else 0
+        stop = int(np.searchsorted(running, done + budget, side="right"))
+        stop = max(stop, start + 1)
+        yield start, stop
+        start = stop

@@ -15,12 +15,24 @@ import numpy as np
 import shapely
 
 from wsi_core.geometry import clip_pieces, polygonal_part
-from wsi_core.tiling.ragged import group_bounds, ragged_expand, sum_by
+from wsi_core.tiling.ragged import bounded_chunks, group_bounds, ragged_expand, sum_by
 from wsi_core.tiling.tile_buckets import TileBuckets
 from wsi_core.tiling.tile_union import TileUnion
 
 # Edges per batch in the edge-by-edge fallback: keeps its temporaries to tens of MB.
 _CLAMP_CHUNK_EDGES = 1 << 20
+
+# (edge piece, tile) rows plus (polygon, tile) pairs per chunk of tiles. A row costs about
+# 300 bytes of temporaries, so a chunk stays near 100 MB however dense the polygons.
+_CHUNK_ROWS = 1 << 18
+
+# A tile where several polygons meet goes to GEOS rather than to TileUnion when their union
+# has more clipped edges than this in it: TileUnion's pair work grows with the square of a
+# tile's edges, a GEOS union with the edges times their logarithm.
+_UNION_MAX_SEGMENTS = 128
+
+# Polygons per GEOS union: a tile with more is unioned half by half (see _union_area).
+_GEOS_UNION_PARTS = 4096
 
 # Relative slack below which a per-tile area counts as empty or as the whole ROI. It decides only
 # which tiles need a union; the effect on a coverage value is at most this much.
@@ -97,6 +109,21 @@ class _Pairs(NamedTuple):
     of_row: np.ndarray  # the pair of each row of the _Rows it was built from
 
 
+class _ByTile:
+    """(item, tile) matches from a box join, sorted by tile so that a range of tiles is one
+    slice."""
+
+    def __init__(self, item: np.ndarray, tile: np.ndarray, n_tiles: int) -> None:
+        order = np.argsort(tile, kind="stable")  # keeps each tile's items in join order
+        self.item, self.tile = item[order], tile[order]
+        self.start, self.count = group_bounds(self.tile, n_tiles)
+
+    def take(self, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
+        """(item, tile) of tiles ``lo..hi-1``."""
+        first, last = self.start[lo], self.start[hi - 1] + self.count[hi - 1]
+        return self.item[first:last], self.tile[first:last]
+
+
 class RectCoverage:
     """Coverage of equal axis-aligned tile rectangles (level 0) by the union of polygons.
 
@@ -118,15 +145,22 @@ class RectCoverage:
     where other polygons' edges cross it and the stretches inside another polygon are dropped
     (a point's status from a ray to the right border plus the crossings on that border), and the
     right-border term uses the union's coverage of the border. This too involves only the edges
-    in the tile.
+    in the tile. Its pair work grows with the square of the tile's edges, so a tile crowded
+    with polygons (a field of cells) is unioned by GEOS instead.
 
     Rounding can make those tests ambiguous only when a tile corner, or a test point, lies
     within ``tol`` of an annotation edge, or edges of different polygons run along each other;
     such (tile, polygon) pairs use an edge-by-edge formula that needs no corner test (the
     oriented boundary clamped onto R), and such union tiles are unioned by GEOS.
 
-    ``parts``: valid non-empty Polygons at level 0. ``bounds``: the ROI rectangle in the tile
-    frame (level coords). ``origins``: ``(N, 2)`` tile origins in level coords. ``ds``: ``(x, y)``
+    Memory: the joins of edge pieces and polygons to tiles are kept as index pairs only; the
+    per-row work is done for chunks of tiles of about ``_CHUNK_ROWS`` rows, so its temporaries
+    are bounded whatever the density of polygons per tile.
+
+    ``parts``: valid non-empty Polygons at level 0, best already cut to the tiles' surroundings
+    (:func:`wsi_core.geometry.clip_to_rect`): an edge costs one piece per tile it spans, and
+    ``tol`` grows with the largest coordinate. ``bounds``: the ROI rectangle in the tile frame
+    (level coords). ``origins``: ``(N, 2)`` tile origins in level coords. ``ds``: ``(x, y)``
     level-0 pixels per level pixel.
     """
 
@@ -185,14 +219,29 @@ class RectCoverage:
 
     def coverage(self) -> np.ndarray:
         """Coverage fraction of every tile (area covered / tile area), float64 ``(N,)``."""
+        n = len(self.x0)
+        coverage = np.zeros(n)
         if len(self.ex0) == 0:
-            return np.zeros(len(self.x0))
+            return coverage
         buckets = TileBuckets(self.x0, self.y0, float(self.w.max()), float(self.h.max()))
-        rows = self._rows(buckets)
-        pairs = self._pairs(buckets, rows)
-        coverage, shared = self._single_coverage(pairs)
-        if np.any(shared):
-            self._shared_coverage(coverage, rows, pairs, shared)
+        pieces = self._short_edges()
+        sx0, sy0, sx1, sy1, _ = pieces
+        near_pieces = _ByTile(
+            *buckets.join(
+                np.minimum(sx0, sx1),
+                np.minimum(sy0, sy1),
+                np.maximum(sx0, sx1),
+                np.maximum(sy0, sy1),
+                self.tol,
+            ),
+            n,
+        )
+        pbx0, pby0, pbx1, pby1 = shapely.bounds(self.parts).T
+        near_parts = _ByTile(*buckets.join(pbx0, pby0, pbx1, pby1, 2 * self.tol), n)
+        for lo, hi in bounded_chunks(near_pieces.count + near_parts.count, _CHUNK_ROWS):
+            rows = self._rows(pieces, *near_pieces.take(lo, hi))
+            pairs = self._pairs(*near_parts.take(lo, hi), rows)
+            coverage[lo:hi] = self._chunk_coverage(lo, hi, rows, pairs)
         return coverage
 
     def _short_edges(self) -> tuple[np.ndarray, ...]:
@@ -215,16 +264,10 @@ class RectCoverage:
             edge,
         )
 
-    def _rows(self, buckets: TileBuckets) -> _Rows:
-        """The edge pieces near each tile, and their terms in that tile's local coords."""
-        sx0, sy0, sx1, sy1, s_edge = self._short_edges()
-        piece, tile = buckets.join(
-            np.minimum(sx0, sx1),
-            np.minimum(sy0, sy1),
-            np.maximum(sx0, sx1),
-            np.maximum(sy0, sy1),
-            self.tol,
-        )
+    def _rows(self, pieces: tuple[np.ndarray, ...], piece: np.ndarray, tile: np.ndarray) -> _Rows:
+        """The rows of edge ``piece`` near ``tile``, with their terms in that tile's local
+        coords (``pieces`` from :meth:`_short_edges`)."""
+        sx0, sy0, sx1, sy1, s_edge = pieces
         edge = s_edge[piece]
         terms = _EdgeTerms(
             sx0[piece] - self.x0[tile],
@@ -237,15 +280,13 @@ class RectCoverage:
         )
         return _Rows(tile, edge, self.edge_part[edge], self.edge_weight[edge], terms)
 
-    def _pairs(self, buckets: TileBuckets, rows: _Rows) -> _Pairs:
-        """Every (tile, polygon) pair whose boxes meet, with area(polygon ∩ tile) by the
-        one-polygon formula; pairs with an edge near the corner (W, 0) use the corner-free
-        fallback instead."""
+    def _pairs(self, part: np.ndarray, tile: np.ndarray, rows: _Rows) -> _Pairs:
+        """Every (tile, polygon) pair whose boxes meet (``part`` near ``tile``, from the box join)
+        or that shares a row, with area(polygon ∩ tile) by the one-polygon formula; pairs with an
+        edge near the corner (W, 0) use the corner-free fallback instead."""
         n_parts = len(self.parts)
         row_keys = rows.tile * n_parts + rows.part
-        pbx0, pby0, pbx1, pby1 = shapely.bounds(self.parts).T
-        part, ptile = buckets.join(pbx0, pby0, pbx1, pby1, 2 * self.tol)
-        keys = np.union1d(ptile * n_parts + part, row_keys)
+        keys = np.union1d(tile * n_parts + part, row_keys)
         pair_tile, pair_part = keys // n_parts, keys % n_parts
         inside = shapely.contains_xy(
             self.parts[pair_part], self.x1[pair_tile], self.y0[pair_tile]
@@ -259,41 +300,57 @@ class RectCoverage:
             area[ambiguous] = self._clamped_area(pair_tile[ambiguous], pair_part[ambiguous])
         return _Pairs(pair_tile, pair_part, inside, wh, area, ambiguous, of_row)
 
-    def _single_coverage(self, pairs: _Pairs) -> tuple[np.ndarray, np.ndarray]:
-        """Coverage of the tiles that one polygon covers wholly, or that only one polygon covers
-        partly (0 elsewhere); and the mask of pairs in tiles several polygons cover partly."""
-        n_tiles = len(self.x0)
+    def _chunk_coverage(self, lo: int, hi: int, rows: _Rows, pairs: _Pairs) -> np.ndarray:
+        """Coverage of tiles ``lo..hi-1`` from their rows and pairs."""
+        coverage, shared = self._single_coverage(lo, hi, pairs)
+        if np.any(shared):
+            self._shared_coverage(lo, coverage, rows, pairs, shared)
+        return coverage
+
+    def _single_coverage(self, lo: int, hi: int, pairs: _Pairs) -> tuple[np.ndarray, np.ndarray]:
+        """Coverage of tiles ``lo..hi-1`` where one polygon covers the tile wholly, or only one
+        covers it partly (0 elsewhere); and the mask of pairs in tiles several polygons cover
+        partly."""
+        n_tiles = hi - lo
+        local = pairs.tile - lo
         area, wh = pairs.area, pairs.tile_area
         full_pair = area >= (1 - _AREA_EPS) * wh
         partial = (area > _AREA_EPS * wh) & ~full_pair
         full = np.zeros(n_tiles, dtype=bool)
-        full[pairs.tile[full_pair]] = True
-        partial &= ~full[pairs.tile]
-        n_partial = np.bincount(pairs.tile[partial], minlength=n_tiles)
+        full[local[full_pair]] = True
+        partial &= ~full[local]
+        n_partial = np.bincount(local[partial], minlength=n_tiles)
         coverage = np.zeros(n_tiles)
-        single = partial & (n_partial[pairs.tile] == 1)
-        coverage[pairs.tile[single]] = area[single] / wh[single]
+        single = partial & (n_partial[local] == 1)
+        coverage[local[single]] = area[single] / wh[single]
         coverage[full] = 1.0
-        shared = partial & (n_partial[pairs.tile] > 1)
+        shared = partial & (n_partial[local] > 1)
         return coverage, shared
 
     def _shared_coverage(
-        self, coverage: np.ndarray, rows: _Rows, pairs: _Pairs, shared: np.ndarray
+        self, lo: int, coverage: np.ndarray, rows: _Rows, pairs: _Pairs, shared: np.ndarray
     ) -> None:
-        """Fill in ``coverage`` of the tiles several polygons cover partly (``shared`` pairs):
-        the union's area from edges, or from GEOS where that is unreliable."""
+        """Fill in ``coverage`` (of tiles ``lo..``) where several polygons cover a tile partly
+        (``shared`` pairs): the union's area from edges, or from GEOS where that is unreliable
+        or the tile is crowded."""
         union_tiles = np.unique(pairs.tile[shared])
-        # A union tile falls back to GEOS if any of its pairs was ambiguous.
-        unsure = np.zeros(len(self.x0), dtype=bool)
-        unsure[pairs.tile[shared & pairs.ambiguous]] = True
-        row_mask = shared[pairs.of_row] & ~unsure[rows.tile]
-        pair_mask = shared & ~unsure[pairs.tile]
-        union_area, failed = self._union_area(union_tiles, rows, row_mask, pairs, pair_mask)
-        failed |= unsure[union_tiles]
-        coverage[union_tiles] = union_area / (self.w[union_tiles] * self.h[union_tiles])
-        if np.any(failed):
-            redo = union_tiles[failed]
-            coverage[redo] = self._geos_union(redo, pairs.tile[shared], pairs.part[shared])
+        shared_rows = shared[pairs.of_row]
+        segments = np.bincount(
+            rows.tile[shared_rows & rows.terms.clipped] - lo, minlength=len(coverage)
+        )
+        # GEOS takes the tiles where any pair was ambiguous, and the crowded ones.
+        to_geos = segments > _UNION_MAX_SEGMENTS
+        to_geos[pairs.tile[shared & pairs.ambiguous] - lo] = True
+        by_edges = union_tiles[~to_geos[union_tiles - lo]]
+        if len(by_edges):
+            row_mask = shared_rows & ~to_geos[rows.tile - lo]
+            pair_mask = shared & ~to_geos[pairs.tile - lo]
+            area, failed = self._union_area(by_edges, rows, row_mask, pairs, pair_mask)
+            coverage[by_edges - lo] = area / (self.w[by_edges] * self.h[by_edges])
+            to_geos[by_edges[failed] - lo] = True
+        redo = union_tiles[to_geos[union_tiles - lo]]
+        if len(redo):
+            coverage[redo - lo] = self._geos_union(redo, pairs.tile[shared], pairs.part[shared])
 
     def _union_area(
         self,
@@ -344,10 +401,8 @@ class RectCoverage:
         last = np.searchsorted(pair_tile, tiles, side="right")
         for i, t in enumerate(tiles):
             rect = (self.x0[t], self.y0[t], self.x1[t], self.y1[t])
-            ids = pair_part[first[i] : last[i]]
-            pieces = clip_pieces(self.parts[ids], shapely.box(*rect), rect)
-            polygonal = [p for p in (polygonal_part(g) for g in pieces) if not p.is_empty]
-            out[i] = shapely.union_all(polygonal).area / (self.w[t] * self.h[t])
+            parts = self.parts[pair_part[first[i] : last[i]]]
+            out[i] = _geos_union_area(parts, rect) / (self.w[t] * self.h[t])
         return out
 
     def _clamped_area(self, tiles: np.ndarray, parts: np.ndarray) -> np.ndarray:
@@ -355,12 +410,7 @@ class RectCoverage:
         test), in chunks of about ``_CLAMP_CHUNK_EDGES`` edges."""
         out = np.zeros(len(tiles))
         counts = self.part_count[parts]
-        running = np.cumsum(counts)
-        start = 0
-        while start < len(tiles):
-            done = running[start - 1] if start else 0
-            end = int(np.searchsorted(running, done + _CLAMP_CHUNK_EDGES, side="right"))
-            stop = max(start + 1, end)
+        for start, stop in bounded_chunks(counts, _CLAMP_CHUNK_EDGES):
             pair, k = ragged_expand(counts[start:stop])
             edge = self.part_first[parts[start:stop]][pair] + k
             tile = tiles[start:stop][pair]
@@ -373,8 +423,37 @@ class RectCoverage:
                 self.h[tile],
             )
             out[start:stop] = sum_by(pair, contribution * self.edge_weight[edge], stop - start)
-            start = stop
         return out
+
+
+def _geos_union_area(parts: np.ndarray, rect: tuple[float, float, float, float]) -> float:
+    """area(union(parts) ∩ rect), level-0 square pixels, by GEOS.
+
+    With more than ``_GEOS_UNION_PARTS`` polygons the rectangle is halved across its longer
+    side and each half done alone (polygons across the cut go to both), so no single union
+    holds all the polygons of a huge tile.
+    """
+    x0, y0, x1, y1 = rect
+    bx0, by0, bx1, by1 = shapely.bounds(parts).T
+    if len(parts) > _GEOS_UNION_PARTS:
+        if x1 - x0 >= y1 - y0:
+            mid = 0.5 * (x0 + x1)
+            halves = ((x0, y0, mid, y1), (mid, y0, x1, y1))
+        else:
+            mid = 0.5 * (y0 + y1)
+            halves = ((x0, y0, x1, mid), (x0, mid, x1, y1))
+        members = [
+            parts[(bx0 <= hx1) & (bx1 >= hx0) & (by0 <= hy1) & (by1 >= hy0)]
+            for hx0, hy0, hx1, hy1 in halves
+        ]
+        # Halving helps only while it splits the polygons (not when they all span the cut).
+        if all(len(m) < len(parts) for m in members):
+            return sum(_geos_union_area(m, half) for m, half in zip(members, halves, strict=True))
+    # Polygons inside the rectangle (most cells in a tile) need no clipping.
+    inside = (bx0 >= x0) & (by0 >= y0) & (bx1 <= x1) & (by1 <= y1)
+    pieces = clip_pieces(parts[~inside], shapely.box(*rect), rect)
+    polygonal = [p for p in (polygonal_part(g) for g in pieces) if not p.is_empty]
+    return float(shapely.union_all([*parts[inside], *polygonal]).area)
 
 
 def _clamped_terms(

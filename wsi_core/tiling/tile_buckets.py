@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from wsi_core.tiling.ragged import group_bounds, ragged_expand
+from wsi_core.tiling.ragged import bounded_chunks, group_bounds, ragged_expand
+
+# Candidate cells per batch of boxes in TileBuckets.join (each costs a few dozen bytes).
+_JOIN_CELLS = 1 << 20
 
 
 class TileBuckets:
@@ -40,7 +43,12 @@ class TileBuckets:
         self, bx0: np.ndarray, by0: np.ndarray, bx1: np.ndarray, by1: np.ndarray, margin: float
     ) -> tuple[np.ndarray, np.ndarray]:
         """(box, tile) pairs where box ``[bx0, bx1] x [by0, by1]`` comes within ``margin`` of the
-        closed tile rectangle ``[x0, x0 + w] x [y0, y0 + h]`` (all in the tiles' frame)."""
+        closed tile rectangle ``[x0, x0 + w] x [y0, y0 + h]`` (all in the tiles' frame), grouped by
+        box, boxes ascending.
+
+        Boxes are taken in batches of about ``_JOIN_CELLS`` candidate cells, so the
+        temporaries stay small however many boxes there are.
+        """
         # A tile qualifies when its origin lies in [b0 - size - margin, b1 + margin]. The same
         # float values feed the cell range and the final test, and floor is monotonic, so no
         # qualifying tile is missed.
@@ -52,16 +60,25 @@ class TileBuckets:
         cy1 = np.minimum(self._cell_y(hi_y), self.ncy - 1)
         nx = np.maximum(cx1 - cx0 + 1, 0)
         ny = np.maximum(cy1 - cy0 + 1, 0)
-        box, k = ragged_expand(nx * ny)
-        keys = (cx0[box] + k // ny[box]) * self.ncy + cy0[box] + k % ny[box]
+        boxes, tiles = [np.empty(0, np.int64)], [np.empty(0, np.int64)]
+        for start, stop in bounded_chunks(nx * ny, _JOIN_CELLS):
+            part = slice(start, stop)
+            box, k = ragged_expand(nx[part] * ny[part])
+            box += start
+            keys = (cx0[box] + k // ny[box]) * self.ncy + cy0[box] + k % ny[box]
+            box, tile = self._tiles_in_cells(box, keys)
+            tx, ty = self.x0[tile], self.y0[tile]
+            hit = (tx >= lo_x[box]) & (tx <= hi_x[box]) & (ty >= lo_y[box]) & (ty <= hi_y[box])
+            boxes.append(box[hit])
+            tiles.append(tile[hit])
+        return np.concatenate(boxes), np.concatenate(tiles)
+
+    def _tiles_in_cells(self, box: np.ndarray, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(box, tile) for every tile hashed into cell ``keys[i]`` of ``box[i]``."""
         if self.dense:
             first, count = self.cell_start[keys], self.cell_count[keys]
         else:
             first = np.searchsorted(self.sorted_keys, keys, side="left")
             count = np.searchsorted(self.sorted_keys, keys, side="right") - first
         slot, j = ragged_expand(count)
-        box = box[slot]
-        tile = self.order[first[slot] + j]
-        tx, ty = self.x0[tile], self.y0[tile]
-        hit = (tx >= lo_x[box]) & (tx <= hi_x[box]) & (ty >= lo_y[box]) & (ty <= hi_y[box])
-        return box[hit], tile[hit]
+        return box[slot], self.order[first[slot] + j]

@@ -10,12 +10,17 @@ from __future__ import annotations
 import numpy as np
 
 from wsi_core.tiling.ragged import (
+    bounded_chunks,
     group_bounds,
     pairs_within_groups,
     ragged_expand,
     segmented_cumsum,
     sum_by,
 )
+
+# Item pairs per chunk in TileUnion's pair stages: each pair costs about 200 bytes of
+# temporaries, so a chunk needs some 200 MB at most.
+_PAIR_BUDGET = 1 << 20
 
 
 class TileUnion:
@@ -34,8 +39,10 @@ class TileUnion:
     crossing, within ``tol`` of another polygon's edge, or edges of two polygons running along
     each other (a shared boundary).
 
-    Pairs of items are only formed within one horizontal band of a tile (``_BANDS`` per tile),
-    which keeps the all-pairs work small in busy tiles.
+    Pairs of items are formed within one tile (segment against segment) or within one
+    horizontal band of it (``_BANDS`` per tile; midpoint against segment), so the work grows
+    with the square of a tile's edges: the caller sends crowded tiles to GEOS instead. Each pair
+    stage runs in chunks of about ``_PAIR_BUDGET`` pairs, so memory stays bounded even so.
 
     ``segments``: (tile, part, weight, x0, y0, x1, y1) of each polygon edge clipped to its tile,
     ``weight`` the ring's orientation sign. ``crossings``: (tile, part, y, sign) where an edge
@@ -119,9 +126,20 @@ class TileUnion:
 
     def _crossing_points(self) -> tuple[np.ndarray, np.ndarray]:
         """Where other polygons' edges cross each area-carrying segment: (segment, parameter
-        along it). Flags tiles where two polygons' edges overlap along a line."""
+        along it), carriers taken in chunks of about ``_PAIR_BUDGET`` pairs. Flags tiles where
+        two polygons' edges overlap along a line."""
+        found_seg, found_t = [np.empty(0, np.int64)], [np.empty(0)]
+        # Each carrier is paired with every segment of its tile.
+        pairs = self.seg_count[self.tile[self.carrier]]
+        for start, stop in bounded_chunks(pairs, _PAIR_BUDGET):
+            seg, t = self._crossings_of(self.carrier[start:stop])
+            found_seg.append(seg)
+            found_t.append(t)
+        return np.concatenate(found_seg), np.concatenate(found_t)
+
+    def _crossings_of(self, carrier: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`_crossing_points` of the segments ``carrier``."""
         x0, y0, x1, y1, tol = self.x0, self.y0, self.x1, self.y1, self.tol
-        carrier = self.carrier
         # Every other segment of the tile (long edges span most bands, so bands gain nothing).
         left, right = pairs_within_groups(self.tile[carrier], self.seg_start, self.seg_count)
         left = carrier[left]
@@ -182,9 +200,23 @@ class TileUnion:
         self, tile: np.ndarray, part: np.ndarray, mx: np.ndarray, my: np.ndarray
     ) -> np.ndarray:
         """Per midpoint, the signed crossings by other polygons' edges of the ray from it to the
-        right border. Flags tiles where a midpoint lies within ``tol`` of such an edge."""
+        right border, midpoints taken in chunks of about ``_PAIR_BUDGET`` pairs. Flags tiles
+        where a midpoint lies within ``tol`` of such an edge."""
+        keys = tile * self._BANDS + self._band(tile, my)
+        out = np.zeros(len(mx))
+        for start, stop in bounded_chunks(self.band_count[keys], _PAIR_BUDGET):
+            batch = slice(start, stop)
+            out[batch] = self._ray_crossings_of(
+                keys[batch], tile[batch], part[batch], mx[batch], my[batch]
+            )
+        return out
+
+    def _ray_crossings_of(
+        self, keys: np.ndarray, tile: np.ndarray, part: np.ndarray, mx: np.ndarray, my: np.ndarray
+    ) -> np.ndarray:
+        """:meth:`_ray_crossings` of some midpoints, ``keys`` their bands."""
         tol = self.tol
-        item, seg = self._pairs_in_band(tile * self._BANDS + self._band(tile, my))
+        item, seg = self._pairs_in_band(keys)
         py = my[item]
         keep = (
             (self.ymin[seg] <= py + tol)
@@ -208,7 +240,18 @@ class TileUnion:
         self, tile: np.ndarray, part: np.ndarray, my: np.ndarray
     ) -> np.ndarray:
         """Per midpoint, the signed crossings of the right border by other polygons below the
-        midpoint's height. Flags tiles where such a crossing is within ``tol`` of that height."""
+        midpoint's height, midpoints taken in chunks of about ``_PAIR_BUDGET`` pairs. Flags tiles
+        where such a crossing is within ``tol`` of that height."""
+        out = np.zeros(len(my))
+        for start, stop in bounded_chunks(self.ev_count[tile], _PAIR_BUDGET):
+            batch = slice(start, stop)
+            out[batch] = self._border_crossings_of(tile[batch], part[batch], my[batch])
+        return out
+
+    def _border_crossings_of(
+        self, tile: np.ndarray, part: np.ndarray, my: np.ndarray
+    ) -> np.ndarray:
+        """:meth:`_border_crossings_below` of some midpoints."""
         item, ev = pairs_within_groups(tile, self.ev_start, self.ev_count)
         other = self.ev_part[ev] != part[item]
         item, ev = item[other], ev[other]
