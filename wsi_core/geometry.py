@@ -8,7 +8,8 @@
   annotation one geometry), the kernels to arrays of polygon parts
   (:func:`valid_polygon_parts`).
 * Polygonal parts of shapely results (:func:`explode_polygons`, :func:`polygonal_part`) and
-  clipping them to a region of interest (:func:`clip_pieces`).
+  clipping them to a region of interest (:func:`clip_pieces`), or to a rectangle far larger
+  than the polygons' detail, with vertices anywhere up to 1e308 (:func:`clip_to_rect`).
 * The one axis-aligned-rectangle test (:func:`is_axis_aligned_rectangle`), so that the
   coverage and overlay kernels send the same ROI down the same route.
 
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from enum import Enum
+from fractions import Fraction
 from typing import TypeAlias
 
 import numpy as np
@@ -35,6 +37,11 @@ _POLYGON = 3
 _MULTIPOLYGON = 6
 _GEOMETRY_COLLECTION = 7
 _COLLECTION_TYPES = (4, 5, _MULTIPOLYGON, _GEOMETRY_COLLECTION)  # Multi* and GeometryCollection
+
+# In clip_to_rect, an edge with an end further from the origin than this many times the
+# rectangle's own scale has its crossings computed exactly: interpolating in floats from an
+# end at 1e12 would be off by an ulp of 1e12 (1e-4), from an end at 1e300 by far more.
+_FAR = 4.0
 
 
 # --------------------------------------------------------------------------------------------
@@ -233,6 +240,134 @@ def clip_pieces(
     if np.any(bad):
         pieces[bad] = shapely.intersection(geoms[bad], roi)
     return pieces
+
+
+def clip_to_rect(parts: np.ndarray, rect: tuple[float, float, float, float]) -> np.ndarray:
+    """The valid Polygons ``parts`` cut to the rectangle ``rect = (x0, y0, x1, y1)``, as valid
+    non-empty Polygons, all in one frame.
+
+    Parts inside the rectangle come back unchanged (the same objects), parts outside it are
+    dropped. Every ring of the others is clamped onto the rectangle (each point moved to the
+    nearest point of the rectangle): inside the rectangle the polygon is unchanged, and where
+    rings then run back and forth along a side, or a hole along its shell, ``make_valid``
+    (structure: shells unioned, holes subtracted) makes it valid again.
+
+    Unlike GEOS's clippers, which lose the digits of an edge with a far end (a vertex at 1e12
+    moves the clipped edge by about 1e-4, one at 1e300 makes it garbage), this interpolates the
+    points where an edge crosses a side in floats only between ends near the rectangle, and
+    exactly otherwise.
+    """
+    if len(parts) == 0:
+        return parts
+    x0, y0, x1, y1 = rect
+    bx0, by0, bx1, by1 = shapely.bounds(parts).T
+    inside = (bx0 >= x0) & (by0 >= y0) & (bx1 <= x1) & (by1 <= y1)
+    outside = (bx0 > x1) | (by0 > y1) | (bx1 < x0) | (by1 < y0)
+    crossing = ~inside & ~outside
+    if not np.any(crossing):
+        return parts[inside]
+    clamped = np.empty(int(crossing.sum()), dtype=object)
+    clamped[:] = [_clamp_polygon(part, rect) for part in parts[crossing]]
+    # Not the parsers' repair rule: "linework" (even-odd) would fill a hole clamped onto the
+    # same side as its shell. "structure" makes each ring valid, unions the shells and
+    # subtracts the holes, which is what a clamped polygon means.
+    repaired = shapely.make_valid(clamped, method="structure", keep_collapsed=False)
+    return np.concatenate([parts[inside], explode_polygons(repaired)])
+
+
+def _clamp_polygon(polygon: Polygon, rect: tuple[float, float, float, float]) -> Polygon:
+    """``polygon`` with every ring clamped onto ``rect`` (possibly invalid, see
+    :func:`clip_to_rect`); an empty Polygon when its exterior collapses."""
+    shell = _clamp_ring(np.asarray(polygon.exterior.coords)[:, :2], rect)
+    if shell is None:
+        return Polygon()
+    holes = [_clamp_ring(np.asarray(ring.coords)[:, :2], rect) for ring in polygon.interiors]
+    return Polygon(shell, [hole for hole in holes if hole is not None])
+
+
+def _clamp_ring(ring: np.ndarray, rect: tuple[float, float, float, float]) -> np.ndarray | None:
+    """A closed ring ``(n, 2)`` clamped onto ``rect``; None when fewer than 3 distinct points
+    are left.
+
+    Clamped, an edge is straight between the points where it crosses one of the four lines
+    through the rectangle's sides, so each edge becomes its clamped start followed by its
+    clamped crossings, in order along the edge.
+    """
+    start, end = ring[:-1], ring[1:]
+    order_key, crossings = _side_crossings(start, end, rect)
+    scale = max(abs(v) for v in (*rect, rect[2] - rect[0], rect[3] - rect[1]))
+    far = np.maximum(np.abs(start).max(axis=1), np.abs(end).max(axis=1)) > _FAR * scale
+    for i in np.flatnonzero(far):
+        order_key[i], crossings[i] = _exact_side_crossings(start[i], end[i], rect)
+    order = np.argsort(order_key, axis=1)
+    order_key = np.take_along_axis(order_key, order, axis=1)
+    crossings = np.take_along_axis(crossings, order[:, :, None], axis=1)
+    points = np.concatenate([start[:, None, :], crossings], axis=1)
+    present = np.concatenate([np.ones((len(start), 1), bool), np.isfinite(order_key)], axis=1)
+    points = points[present]  # row by row: each edge's points stay in order
+    points[:, 0] = np.clip(points[:, 0], rect[0], rect[2])
+    points[:, 1] = np.clip(points[:, 1], rect[1], rect[3])
+    # Runs of vertices clamped onto one corner collapse to one point.
+    points = points[np.r_[True, np.any(points[1:] != points[:-1], axis=1)]]
+    if len(points) > 1 and np.array_equal(points[0], points[-1]):
+        points = points[:-1]
+    if len(points) < 3:
+        return None
+    return np.concatenate([points, points[:1]])
+
+
+def _side_lines(rect: tuple[float, float, float, float]) -> tuple[tuple[float, int], ...]:
+    """The four lines through the sides of ``rect``, as (value, axis): x = x0, x = x1, y = y0,
+    y = y1."""
+    x0, y0, x1, y1 = rect
+    return ((x0, 0), (x1, 0), (y0, 1), (y1, 1))
+
+
+def _side_crossings(
+    start: np.ndarray, end: np.ndarray, rect: tuple[float, float, float, float]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Where each edge ``start -> end`` crosses each side line of ``rect``, strictly between its
+    ends: the edge parameter ``(E, 4)`` (inf where it does not cross) and the point
+    ``(E, 4, 2)``, in floats."""
+    key = np.full((len(start), 4), np.inf)
+    points = np.zeros((len(start), 4, 2))
+    # Edges with ends near 1e308 may overflow here; they are far, and redone exactly.
+    with np.errstate(all="ignore"):
+        for k, (value, axis) in enumerate(_side_lines(rect)):
+            other = 1 - axis
+            t = (value - start[:, axis]) / (end[:, axis] - start[:, axis])
+            crosses = (t > 0) & (t < 1)  # False for nan and inf: edges along the line
+            key[crosses, k] = t[crosses]
+            points[:, k, axis] = value
+            points[crosses, k, other] = start[crosses, other] + t[crosses] * (
+                end[crosses, other] - start[crosses, other]
+            )
+    return key, points
+
+
+def _exact_side_crossings(
+    start: np.ndarray, end: np.ndarray, rect: tuple[float, float, float, float]
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_side_crossings` of one edge in exact rational arithmetic, each point rounded
+    once at the end. The parameters are replaced by their ranks: only their order is used."""
+    a = [Fraction(float(v)) for v in start]
+    b = [Fraction(float(v)) for v in end]
+    found = []
+    for k, (value, axis) in enumerate(_side_lines(rect)):
+        other = 1 - axis
+        if a[axis] == b[axis]:
+            continue
+        t = (Fraction(value) - a[axis]) / (b[axis] - a[axis])
+        if 0 < t < 1:
+            found.append((t, k, float(a[other] + t * (b[other] - a[other]))))
+    key = np.full(4, np.inf)
+    points = np.zeros((4, 2))
+    for rank, (_, k, along) in enumerate(sorted(found)):
+        value, axis = _side_lines(rect)[k]
+        key[k] = rank
+        points[k, axis] = value
+        points[k, 1 - axis] = along
+    return key, points
 
 
 # --------------------------------------------------------------------------------------------

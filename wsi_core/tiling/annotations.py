@@ -21,6 +21,10 @@ Only polygonal annotation parts carry area: points and lines are ignored, geomet
 collections contribute their polygons, and an invalid polygon is repaired with ``make_valid``
 (keeping its polygonal part) rather than allowed to crash an intersection. Overlapping
 annotations count once (the union is measured).
+
+Memory is bounded by the work, not by the tile count: annotations are first cut to the tiles'
+surroundings (so a vertex at 1e12 costs what one at the grid's edge does), and every route
+works through the tiles in batches sized by the annotation vertices or edges they meet.
 """
 
 from __future__ import annotations
@@ -34,15 +38,22 @@ from shapely import Geometry, MultiPolygon, Polygon
 
 from wsi_core.geometry import (
     clip_pieces,
+    clip_to_rect,
     is_axis_aligned_rectangle,
     polygonal_part,
     valid_polygon_parts,
 )
+from wsi_core.tiling.ragged import bounded_chunks, sum_by
 from wsi_core.tiling.rect_coverage import RectCoverage
+from wsi_core.tiling.tile_buckets import TileBuckets
 
 Downsample: TypeAlias = float | Sequence[float] | np.ndarray
 
-_CHUNK_TILES = 4096  # tiles per batch in tile_annotations: bounds memory for huge grids
+# Batches of tiles on the GEOS routes: about this many annotation vertices met per batch (the
+# pieces cut from them cost some 100 bytes a vertex), each tile counting for at least
+# _TILE_VERTICES (its placed ROI and its result), so a batch holds 4096 tiles at most.
+_BATCH_VERTICES = 1 << 20
+_TILE_VERTICES = 256
 
 
 # --------------------------------------------------------------------------------------------
@@ -100,6 +111,54 @@ def _check_roi(roi: Geometry) -> Geometry:
     if not roi.area > 0:
         raise ValueError("roi must have a positive area")
     return shapely.force_2d(roi)
+
+
+def _grid_rect(
+    roi: Geometry, origins: np.ndarray, ds: tuple[float, float]
+) -> tuple[float, float, float, float]:
+    """The level-0 rectangle holding every tile's placed ROI, widened by one ROI size on each
+    side: annotations are cut to it before any per-edge work. The margin keeps the edges made by
+    the cut well away from every tile."""
+    rx0, ry0, rx1, ry1 = roi.bounds
+    margin_x, margin_y = (rx1 - rx0) * ds[0], (ry1 - ry0) * ds[1]
+    return (
+        (origins[:, 0].min() + rx0) * ds[0] - margin_x,
+        (origins[:, 1].min() + ry0) * ds[1] - margin_y,
+        (origins[:, 0].max() + rx1) * ds[0] + margin_x,
+        (origins[:, 1].max() + ry1) * ds[1] + margin_y,
+    )
+
+
+def _near_grid(
+    parts: np.ndarray, roi: Geometry, origins: np.ndarray, ds: tuple[float, float]
+) -> np.ndarray:
+    """The annotation parts (level 0) cut to :func:`_grid_rect`. Inside every tile they are
+    unchanged; only the far parts of polygons that reach beyond the grid are gone."""
+    if len(origins) == 0:
+        return parts
+    return clip_to_rect(parts, _grid_rect(roi, origins, ds))
+
+
+def _tile_batches(
+    parts: np.ndarray, roi: Geometry, origins: np.ndarray, ds: tuple[float, float]
+) -> Iterator[tuple[int, int]]:
+    """Ranges ``[start, stop)`` of tiles whose ROIs' bounding boxes meet about
+    ``_BATCH_VERTICES`` annotation vertices together (see ``_TILE_VERTICES``)."""
+    n = len(origins)
+    vertices = np.zeros(n)
+    if n and len(parts):
+        rx0, ry0, rx1, ry1 = roi.bounds
+        buckets = TileBuckets(
+            (origins[:, 0] + rx0) * ds[0],
+            (origins[:, 1] + ry0) * ds[1],
+            (rx1 - rx0) * ds[0],
+            (ry1 - ry0) * ds[1],
+        )
+        bx0, by0, bx1, by1 = shapely.bounds(parts).T
+        part, tile = buckets.join(bx0, by0, bx1, by1, 0.0)
+        counts = shapely.get_num_coordinates(parts)[part]
+        vertices = sum_by(tile, counts, n)
+    return bounded_chunks(vertices + _TILE_VERTICES, _BATCH_VERTICES)
 
 
 def _place_rois(roi: Geometry, origins: np.ndarray, ds: tuple[float, float]) -> np.ndarray:
@@ -220,16 +279,17 @@ def tile_annotations(
     roi = _check_roi(roi)
     ds = _as_downsample(downsample)
     origins = _as_origins(coordinates)
-    index = _Index(_polygon_parts(annotations))
+    index = _Index(_near_grid(_polygon_parts(annotations), roi, origins, ds))
     return _iterate_tiles(index, roi, origins, ds)
 
 
 def _iterate_tiles(
     index: _Index, roi: Geometry, origins: np.ndarray, ds: tuple[float, float]
 ) -> Iterator[Geometry]:
-    """:func:`_tile_geometries` batch by batch, so a huge grid never holds all its results."""
-    for start in range(0, len(origins), _CHUNK_TILES):
-        yield from _tile_geometries(index, roi, origins[start : start + _CHUNK_TILES], ds)
+    """:func:`_tile_geometries` batch by batch (:func:`_tile_batches`), so neither a huge grid
+    nor a dense one ever holds all its pieces and results."""
+    for start, stop in _tile_batches(index.parts, roi, origins, ds):
+        yield from _tile_geometries(index, roi, origins[start:stop], ds)
 
 
 # --------------------------------------------------------------------------------------------
@@ -260,7 +320,7 @@ def annotation_coverage(
     roi = _check_roi(roi)
     ds = _as_downsample(downsample)
     origins = _as_origins(coordinates)
-    parts = _polygon_parts(annotations)
+    parts = _near_grid(_polygon_parts(annotations), roi, origins, ds)
     n = len(origins)
     if n == 0 or len(parts) == 0:
         return np.zeros(n, dtype=np.float64)
@@ -275,14 +335,25 @@ def _general_coverage(
     parts: np.ndarray, roi: Geometry, origins: np.ndarray, ds: tuple[float, float]
 ) -> np.ndarray:
     """Coverage fractions by GEOS for any ROI shape: the ROIs are placed at level 0 and
-    intersected with the annotation parts (level 0) there."""
+    intersected with the annotation parts (level 0) there, batch by batch
+    (:func:`_tile_batches`)."""
     index = _Index(parts)
+    coverage = np.zeros(len(origins), dtype=np.float64)
+    for start, stop in _tile_batches(parts, roi, origins, ds):
+        coverage[start:stop] = _batch_coverage(index, roi, origins[start:stop], ds)
+    return coverage
+
+
+def _batch_coverage(
+    index: _Index, roi: Geometry, origins: np.ndarray, ds: tuple[float, float]
+) -> np.ndarray:
+    """:func:`_general_coverage` of one batch of tiles."""
     n = len(origins)
     placed = _place_rois(roi, origins, ds)
     roi_area = roi.area * ds[0] * ds[1]  # level-0 square pixels
     full, tiles, part_ids = _boundary_pairs(index, placed)
     coverage = np.zeros(n, dtype=np.float64)
-    pieces = shapely.intersection(parts[part_ids], placed[tiles])
+    pieces = shapely.intersection(index.parts[part_ids], placed[tiles])
     unions = _union_by_tile(tiles, pieces, n)
     has = np.array([u is not None for u in unions], dtype=bool)
     if np.any(has):
