@@ -53,7 +53,16 @@ class LevelsMixin:
         return closest_level(self.level_downsamples, self.mpp, mpp)
 
     def slide_resolution(self, level: int) -> tuple[float, float]:
-        """``(x, y)`` micrometres per pixel of ``level``: base mpp times its downsample."""
+        """``(x, y)`` micrometres per pixel of ``level``: base mpp times its downsample.
+
+        A level that does not exist is the caller's mistake: ``ValueError``, as in reads.
+        """
+        downsamples = self.level_downsamples
+        if not 0 <= int(level) < len(downsamples):
+            raise ValueError(
+                f"{getattr(self, 'path', 'the slide')}: level {level} does not exist "
+                f"(the slide has {len(downsamples)})"
+            )
         base_x, base_y = self.mpp
-        downsample = float(self.level_downsamples[level])
+        downsample = float(downsamples[int(level)])
         return base_x * downsample, base_y * downsample

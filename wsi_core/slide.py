@@ -64,6 +64,12 @@ def open_slide(
     raise :class:`~wsi_core.errors.LocalCopyRequired` (a ``SlideError``) naming the URL.
     ``storage_options`` go to the URL's fsspec filesystem (endpoint, credentials; see
     :mod:`wsi_core.remote`); a local path ignores them.
+
+    A TIFF-family file's page structure is checked first (:mod:`wsi_core.tiff_structure`):
+    a file cut short, a looping page chain or more than ``MAX_PAGES`` pages is refused before
+    any library reads it. Whatever goes wrong with the file raises a
+    :class:`~wsi_core.errors.SlideError` whose message starts with ``path``; storage errors
+    (``OSError`` other than a missing file) propagate for the caller to retry.
     """
     name = os.fspath(path)
     if mpp is not None:

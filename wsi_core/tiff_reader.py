@@ -297,9 +297,12 @@ class TiffReader(SlideReader):
             for data, index in encoded:
                 try:
                     segment, position, _ = info.decode(data, index, **kwargs)
+                except MemoryError:
+                    raise  # reported as such by the caller's slide_errors
                 except Exception as error:
+                    problem = f"{type(error).__name__}: {error}"
                     raise SlideError(
-                        self.path, f"cannot decode segment {index} of {keyframe!r}: {error}"
+                        self.path, f"cannot decode {kind} {index} of level {level}: {problem}"
                     ) from error
                 if segment is None:  # a sparse (never written) tile keeps nodata
                     continue

@@ -482,5 +482,7 @@ def test_wrong_arguments_stay_value_errors(tmp_path, rgb):
             slide.read_tile(0, 0, -8, 8, 0)
         with pytest.raises(ValueError, match="background"):
             slide.read_tile(0, 0, 8, 8, 0, background=300)
+        with pytest.raises(ValueError, match="level 2 does not exist"):
+            slide.slide_resolution(2)
     with pytest.raises(ValueError, match="could not convert"):
         open_slide(path, mpp="fine")  # type: ignore[arg-type]
