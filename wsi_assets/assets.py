@@ -9,6 +9,7 @@ file changes, which is how Dagster knows that only ``annotation_coverage`` must 
 
 import warnings
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import dagster as dg
 
@@ -44,34 +45,46 @@ DESCRIPTIONS = {
 RETRY = dg.RetryPolicy(max_retries=2, delay=2.0, backoff=dg.Backoff.EXPONENTIAL)
 
 
-Rule = Callable[[Built], rules.Verdict]
-#: The checks of each table: name -> (description, rule on the built table and its upstream).
-CHECKS: dict[str, dict[str, tuple[str, Rule]]] = {
+@dataclass(frozen=True)
+class Check:
+    """One check of a table: what it says, its rule on the built table (and its upstream
+    table and facts), how serious a failure is."""
+
+    description: str
+    rule: Callable[[Built], rules.Verdict]
+    severity: dg.AssetCheckSeverity = dg.AssetCheckSeverity.ERROR
+
+
+ROWS_MATCH = Check(
+    "One row per tile of tile_grid, same tiles, same order.",
+    lambda b: rules.rows_match_grid(b.data, b.upstream),
+)
+CHECKS: dict[str, dict[str, Check]] = {
     TILE_GRID: {
-        "tiles_inside_slide": (
+        "tiles_inside_slide": Check(
             "Every tile origin lies inside the chosen level.",
             lambda b: rules.tiles_inside_slide(b.data, b.upstream),
         ),
     },
     ANNOTATION_COVERAGE: {
-        "coverage_in_unit_interval": (
+        "coverage_in_unit_interval": Check(
             "Every coverage value is in [0, 1] (or null).",
             lambda b: rules.coverage_in_unit_interval(b.data),
         ),
-        "rows_match_tile_grid": (
-            "One row per tile of tile_grid, same tiles, same order.",
-            lambda b: rules.rows_match_grid(b.data, b.upstream),
+        "rows_match_tile_grid": ROWS_MATCH,
+        "labels_match_classes": Check(
+            "Every labelled polygon of the annotation file counts for a class column (a "
+            "warning: labels no class matches usually mean class settings that miss the file).",
+            lambda b: rules.labels_match_classes(b.facts.get("labels_matching_no_class")),
+            dg.AssetCheckSeverity.WARN,
         ),
     },
     OVERLAY_OVERLAP: {
-        "fractions_sum_to_one": (
+        "fractions_sum_to_one": Check(
             "Per tile, overlay fractions sum to 1 (or the tile is null).",
             lambda b: rules.fractions_sum_to_one(b.data),
         ),
-        "rows_match_tile_grid": (
-            "One row per tile of tile_grid, same tiles, same order.",
-            lambda b: rules.rows_match_grid(b.data, b.upstream),
-        ),
+        "rows_match_tile_grid": ROWS_MATCH,
     },
 }
 
@@ -86,22 +99,25 @@ def check_specs(table: str) -> list[dg.AssetCheckSpec]:
             category=dg.PreviewWarning,
         )
         return [
-            dg.AssetCheckSpec(name, asset=table, description=about, partitions_def=SLIDES)
-            for name, (about, _) in CHECKS.get(table, {}).items()
+            dg.AssetCheckSpec(
+                name, asset=table, description=check.description, partitions_def=SLIDES
+            )
+            for name, check in CHECKS.get(table, {}).items()
         ]
 
 
 def check_results(built: Built) -> list[dg.AssetCheckResult]:
     """The checks of ``built``'s table applied to it (no read: it is in memory)."""
     results = []
-    for name, (_, rule) in CHECKS.get(built.table, {}).items():
-        verdict = rule(built)
+    for name, check in CHECKS.get(built.table, {}).items():
+        verdict = check.rule(built)
         results.append(
             dg.AssetCheckResult(
                 check_name=name,
                 passed=verdict.passed,
                 description=verdict.description,
                 metadata=verdict.metadata,
+                severity=check.severity,
             )
         )
     return results
@@ -156,6 +172,8 @@ def table_asset(table: str, settings: Settings) -> dg.AssetsDefinition:
     ) -> dg.MaterializeResult:
         built = build(context, settings, table)
         context.log.info(f"{built.stored.uri}: {built.data.num_rows} rows")
+        for warning in built.facts.get("warnings", []):
+            context.log.warning(f"{built.stored.uri}: {warning}")
         return materialize_result(built, settings, check_results(built))
 
     return compute

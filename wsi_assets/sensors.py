@@ -24,13 +24,14 @@ nothing is reported for it, and the sweep leaves it alone.
 import hashlib
 import json
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import dagster as dg
 
 from wsi_assets.partitions import PARTITIONS_NAME, SLIDES
+from wsi_assets.pipeline.keys import slide_key
 from wsi_assets.pipeline.settings import Settings
-from wsi_assets.pipeline.slides import KINDS, SlideFiles
+from wsi_assets.pipeline.slides import KINDS, SLIDE, SlideFiles
 from wsi_assets.pipeline.steps import Pipeline
 from wsi_assets.sources import SOURCE_ASSETS, recorded_versions, source_event
 
@@ -39,6 +40,8 @@ BUCKETS = 128
 #: footer reads each when their tables are stored).
 SLIDES_PER_TICK = 1000
 MINIMUM_INTERVAL_SECONDS = 30
+#: Files not taken for slides that a tick names in its log (the rest are counted).
+SKIPPED_SHOWN = 20
 
 
 def bucket_of(key: str) -> int:
@@ -72,10 +75,12 @@ def bucket_digest(files: Iterable[SlideFiles]) -> str:
 
 @dataclass(frozen=True)
 class Cursor:
-    """The sensor's state: the settings digest and one digest per bucket."""
+    """The sensor's state: the settings digest, one digest per bucket, and the new slides
+    seen once (relative path -> version), registered when the next look finds them the same."""
 
     settings: str = ""
     buckets: tuple[str, ...] = ("",) * BUCKETS
+    pending: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
     def parse(cls, text: str | None) -> "Cursor":
@@ -83,10 +88,15 @@ class Cursor:
             return cls()
         document = json.loads(text)
         digests = tuple(document["buckets"].split(","))
-        return cls(document["settings"], digests if len(digests) == BUCKETS else cls().buckets)
+        return cls(
+            document["settings"],
+            digests if len(digests) == BUCKETS else cls().buckets,
+            dict(document.get("pending", {})),
+        )
 
     def dump(self) -> str:
-        return json.dumps({"settings": self.settings, "buckets": ",".join(self.buckets)})
+        document = {"settings": self.settings, "buckets": ",".join(self.buckets)}
+        return json.dumps({**document, "pending": dict(self.pending)} if self.pending else document)
 
 
 def changed_files(
@@ -111,13 +121,22 @@ def changed_files(
 
 
 def evaluate(
-    context: dg.SensorEvaluationContext, settings: Settings, budget: int | None = SLIDES_PER_TICK
+    context: dg.SensorEvaluationContext,
+    settings: Settings,
+    budget: int | None = SLIDES_PER_TICK,
+    settle: bool = True,
 ) -> dg.SensorResult | dg.SkipReason:
-    """One tick (see the module docstring); ``budget`` None handles every changed bucket."""
+    """One tick (see the module docstring); ``budget`` None handles every changed bucket.
+
+    With ``settle``, a new slide is registered only when a second look finds its size and
+    modification time (or ETag) unchanged: a slide still being copied is not picked up
+    half-written. ``make run`` and tests, which look once, pass ``settle=False``.
+    """
     pipeline = Pipeline(settings)
     listing = pipeline.slides.listing()
+    slides, skipped = pipeline.slides.survey(listing)
     by_bucket: dict[int, list[SlideFiles]] = {}
-    for slide in pipeline.slides.scan(listing):
+    for slide in slides:
         by_bucket.setdefault(bucket_of(slide.key), []).append(pipeline.slides.files(slide, listing))
     previous = Cursor.parse(context.cursor)
     current = setting_digest(settings)
@@ -126,22 +145,53 @@ def evaluate(
     changed = [b for b in range(BUCKETS) if digests[b] != old[b]]
     if not changed:
         return dg.SkipReason(f"no change under {settings.slide_root}")
+    _log_skipped(context, skipped)
     taken = _within_budget(changed, by_bucket, budget)
     files = [f for b in taken for f in by_bucket.get(b, [])]
-    new_partitions, events = _register_and_compare(context, pipeline, files)
-    buckets = tuple(digests[b] if b in taken else old[b] for b in range(BUCKETS))
+    ready, pending = _settled(files, pipeline.registry.registered(), previous, settle)
+    new_partitions, events = _register_and_compare(context, pipeline, ready)
+    unsettled = {bucket_of(slide_key(relpath)) for relpath in pending}
+    buckets = tuple(
+        digests[b] if b in taken and b not in unsettled else old[b] for b in range(BUCKETS)
+    )
     context.log.info(
-        f"{sum(map(len, by_bucket.values()))} slides listed; {len(files)} looked at in "
-        f"{len(taken)} of {len(changed)} changed buckets; {len(new_partitions)} new; "
-        f"{len(events)} file versions reported"
+        f"{len(slides)} slides listed; {len(files)} looked at in {len(taken)} of "
+        f"{len(changed)} changed buckets; {len(new_partitions)} new; {len(pending)} waiting "
+        f"for a second look; {len(events)} file versions reported"
     )
     return dg.SensorResult(
         dynamic_partitions_requests=[SLIDES.build_add_request(new_partitions)]
         if new_partitions
         else [],
         asset_events=events,
-        cursor=Cursor(current, buckets).dump(),
+        cursor=Cursor(current, buckets, pending).dump(),
     )
+
+
+def _settled(
+    files: Sequence[SlideFiles],
+    registered: Mapping[str, float | None],
+    previous: Cursor,
+    settle: bool,
+) -> tuple[list[SlideFiles], dict[str, str]]:
+    """The slides that may be registered or compared now, and the new slides to look at
+    again (relative path -> slide version): those seen for the first time, or changed since."""
+    ready, pending = [], {}
+    for slide_files in files:
+        slide, version = slide_files.slide, slide_files.version(SLIDE)
+        if slide.key in registered or not settle or previous.pending.get(slide.relpath) == version:
+            ready.append(slide_files)
+        else:
+            pending[slide.relpath] = version
+    return ready, pending
+
+
+def _log_skipped(context: dg.SensorEvaluationContext, skipped: Sequence[tuple[str, str]]) -> None:
+    """Say which files with a slide's extension are not taken for slides, and why."""
+    if skipped:
+        shown = "; ".join(f"{uri} ({reason})" for uri, reason in skipped[:SKIPPED_SHOWN])
+        more = f"; and {len(skipped) - SKIPPED_SHOWN} more" if len(skipped) > SKIPPED_SHOWN else ""
+        context.log.info(f"{len(skipped)} files are not slides: {shown}{more}")
 
 
 def _within_budget(
@@ -208,9 +258,10 @@ def tick(
     cursor: str | None = None,
     budget: int | None = None,
 ) -> dg.SensorResult | dg.SkipReason:
-    """Evaluate the sensor once outside the daemon and apply its result."""
+    """Evaluate the sensor once outside the daemon, looking once (no settling), and apply
+    its result."""
     with dg.build_sensor_context(instance=instance, cursor=cursor) as context:
-        result = evaluate(context, settings, budget)
+        result = evaluate(context, settings, budget, settle=False)
     apply(instance, result)
     return result
 

@@ -45,7 +45,7 @@ def test_tables_match_direct_kernel_calls(
     result = harness.materialize(key)
     assert result.success
     checks = result.get_asset_check_evaluations()
-    assert len(checks) == 5 and all(check.passed for check in checks)
+    assert len(checks) == 6 and all(check.passed for check in checks)
 
     slide_path = str(slide_root / slide.name)
     meta = harness.table(SLIDE_METADATA, key).to_pylist()[0]

@@ -35,7 +35,7 @@ def test_every_table_is_partitioned_versioned_and_checked(tmp_path: Path) -> Non
         dg.AssetKey("tile_grid"),
         dg.AssetKey("annotation_file"),
     }
-    assert len(list(graph.asset_check_keys)) == 5
+    assert len(list(graph.asset_check_keys)) == 6
 
 
 def test_the_code_location_validates_from_the_workspace(tmp_path: Path) -> None:
@@ -73,6 +73,7 @@ def test_checks_are_recorded_per_slide(harness) -> None:
         ("tile_grid", "tiles_inside_slide"),
         ("annotation_coverage", "coverage_in_unit_interval"),
         ("annotation_coverage", "rows_match_tile_grid"),
+        ("annotation_coverage", "labels_match_classes"),
         ("overlay_overlap", "fractions_sum_to_one"),
         ("overlay_overlap", "rows_match_tile_grid"),
     }

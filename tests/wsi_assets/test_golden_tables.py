@@ -13,7 +13,7 @@ from table_fingerprint import fingerprint
 from wsi_assets_support import DEMO_KEYS, Harness, make_settings
 
 from wsi_assets.pipeline.steps import Pipeline
-from wsi_core.tables import TABLES
+from wsi_core.tables import ANNOTATION_COVERAGE, TABLES
 
 GOLDEN = json.loads(
     (Path(__file__).resolve().parents[1] / "golden" / "tables_before_refactor.json").read_text()
@@ -66,10 +66,20 @@ def test_real_slide_tables_through_dagster(
     assert instance.get_dynamic_partitions("slides") == [STEM]  # the mask is not a slide
     result = harness.materialize(STEM)
     assert result.success
-    assert all(check.passed for check in result.get_asset_check_evaluations())
+    checks = {check.check_name: check for check in result.get_asset_check_evaluations()}
+    assert all(check.passed for name, check in checks.items() if name != "labels_match_classes")
+    assert "Other (1)" in (checks["labels_match_classes"].description or "")  # no class for it
     golden = GOLDEN["cmu1_small_region_classified_geojson_mask_tile_256_mpp_0.5"][STEM]
     for table in TABLES:
-        assert fingerprint(harness.table(table, STEM)) == golden[table], table
+        got = fingerprint(harness.table(table, STEM))
+        if table == ANNOTATION_COVERAGE:
+            # Changed on purpose: the tumour square runs past the slide's right edge, and
+            # annotations are now clipped to the slide (test_bad_inputs.py checks the values).
+            assert got["columns"]["coverage_tumor"] != golden[table]["columns"]["coverage_tumor"]
+            got["columns"].pop("coverage_tumor")
+            golden = {**golden, table: {**golden[table], "columns": dict(golden[table]["columns"])}}
+            golden[table]["columns"].pop("coverage_tumor")
+        assert got == golden[table], table
 
 
 @pytest.mark.parametrize("key", DEMO_KEYS)

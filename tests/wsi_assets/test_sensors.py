@@ -19,7 +19,7 @@ from wsi_assets.pipeline.locations import MISSING
 def tick(harness: Harness, cursor: str | None, budget: int | None = sensors.SLIDES_PER_TICK):
     """One tick as the daemon runs it (its result applied), and the result."""
     with dg.build_sensor_context(instance=harness.instance, cursor=cursor) as context:
-        result = sensors.evaluate(context, harness.settings, budget)
+        result = sensors.evaluate(context, harness.settings, budget, settle=False)
     sensors.apply(harness.instance, result)
     return result
 

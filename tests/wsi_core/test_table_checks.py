@@ -33,7 +33,7 @@ def tables(tmp_path_factory: pytest.TempPathFactory) -> dict[str, pa.Table]:
         '{"classification": {"name": "Tumor"}}, "geometry": {"type": "Polygon", '
         '"coordinates": [[[0, 0], [300, 0], [300, 200], [0, 200], [0, 0]]]}}]}'
     )
-    meta = build_slide_metadata(
+    meta, _ = build_slide_metadata(
         str(folder / "s.tiff"),
         slide_key="s",
         uri="s.tiff",

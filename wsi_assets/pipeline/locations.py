@@ -9,9 +9,12 @@ later by another machine would look absent or unchanged to a long-lived sensor.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import inspect
 import os
+import re
+import time
 import uuid
 from collections.abc import Mapping
 from stat import S_ISREG
@@ -57,6 +60,10 @@ def file_info(path: UPath) -> Info | None:
         info = path.fs.info(path.path)
     except FileNotFoundError:
         return None
+    except OSError as error:
+        if error.errno == errno.ENAMETOOLONG:  # no file can have that name
+            return None
+        raise
     return info if info.get("type", "file") == "file" else None
 
 
@@ -185,6 +192,41 @@ def read_bytes(path: UPath) -> bytes:
     return path.fs.cat_file(path.path, start=0)
 
 
+#: A temporary file of ours older than this was left by a write that was killed.
+STALE_TEMPORARY_SECONDS = 3600
+
+
+def _temporary(target: str) -> str:
+    """A new temporary name beside ``target``: hidden, unique, recognisably ours."""
+    return os.path.join(
+        os.path.dirname(target), f".{os.path.basename(target)}.{uuid.uuid4().hex}.tmp"
+    )
+
+
+def remove_stale_temporaries(path: UPath, now: float | None = None) -> list[str]:
+    """Delete the temporary files that killed writes of ``path`` left beside it (ours by
+    name, older than ``STALE_TEMPORARY_SECONDS``); return their paths. Object stores have
+    none: a PUT is whole or absent."""
+    if not is_local(path):
+        return []
+    folder, name = os.path.split(path.path)
+    pattern = re.compile(rf"\.{re.escape(name)}\.[0-9a-f]{{32}}\.tmp")
+    limit = (time.time() if now is None else now) - STALE_TEMPORARY_SECONDS
+    removed = []
+    for entry in _entries(folder):
+        if pattern.fullmatch(entry.name) and entry.stat(follow_symlinks=False).st_mtime < limit:
+            os.unlink(entry.path)
+            removed.append(entry.path)
+    return removed
+
+
+def _entries(folder: str) -> list[os.DirEntry[str]]:
+    try:
+        return list(os.scandir(folder))
+    except FileNotFoundError:
+        return []
+
+
 def write_atomic(path: UPath, data: bytes, *, create: bool = False) -> dict[str, Any]:
     """Write ``data`` to ``path`` so that readers see the old file or the new one, never a
     part of either; return what the store says about the written object (an ETag remotely).
@@ -197,9 +239,8 @@ def write_atomic(path: UPath, data: bytes, *, create: bool = False) -> dict[str,
         response = path.fs.pipe_file(path.path, data, mode="create" if create else "overwrite")
         return response if isinstance(response, dict) else {}
     target = path.path
-    folder = os.path.dirname(target)
-    os.makedirs(folder, exist_ok=True)
-    temp = os.path.join(folder, f".{os.path.basename(target)}.{uuid.uuid4().hex}.tmp")
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    temp = _temporary(target)
     try:
         descriptor = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         with os.fdopen(descriptor, "wb") as handle:

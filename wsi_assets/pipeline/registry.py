@@ -68,6 +68,17 @@ class Registry:
         """The registration of ``key`` (one read), or None when it has none."""
         return _read(uri_of(self._object(key)), self.folder.storage_options, key)
 
+    def remove(self, key: str) -> bool:
+        """Forget ``key`` (a slide retired from the slide root); True if it was registered.
+        A slide found again under the slide root is registered again, under the same key."""
+        target = self._object(key)
+        try:
+            target.fs.rm_file(target.path)
+        except FileNotFoundError:
+            return False
+        _read_existing.cache_clear()
+        return True
+
     def register(self, relpaths: Iterable[str]) -> tuple[dict[str, Registration], list[str]]:
         """Register the slides at ``relpaths`` that are not registered yet.
 

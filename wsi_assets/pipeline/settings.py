@@ -22,6 +22,11 @@ variable                        meaning                                        e
 ``WSI_SLIDE_EXTENSIONS``        what counts as a slide, JSON list or commas    ``.svs,.ndpi``
 ``WSI_SLIDE_MPP``               level-0 mpp for slides that record none        ``0.25``
 ``WSI_OVERLAY_MPP``             level-0 mpp for overlays that record none      ``8.0``
+``WSI_SLIDE_MPP_OVERRIDE``      level-0 mpp for every slide, recorded or not   ``0.25``
+``WSI_OVERLAY_MPP_OVERRIDE``    level-0 mpp for every overlay                  ``8.0``
+``WSI_LABEL_PROPERTY``          where the class label is (GeoJSON, ASAP)       ``label``
+``WSI_MAX_TILES``               tiles a slide may have before it is refused    ``2000000``
+``WSI_EXCLUDE``                 file names that are never slides (globs)       ``*_mask.*``
 ==============================  =============================================  ===================
 
 Relative local roots are made absolute against the working directory when the settings are
@@ -56,7 +61,9 @@ ENV_PREFIX = "WSI_"
 CLASS_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,39}")
 
 #: Revision of each table's code; bump one when its builder changes what it writes.
-REVISIONS = {SLIDE_METADATA: "1", TILE_GRID: "1", ANNOTATION_COVERAGE: "1", OVERLAY_OVERLAP: "1"}
+#: 2: WSI_SLIDE_MPP / WSI_OVERLAY_MPP apply only to files that record no resolution;
+#: annotations are clipped to the slide; overlays are aligned and checked against the slide.
+REVISIONS = {SLIDE_METADATA: "2", TILE_GRID: "2", ANNOTATION_COVERAGE: "2", OVERLAY_OVERLAP: "2"}
 
 StrList = Annotated[list[str], NoDecode]
 
@@ -126,13 +133,37 @@ class Settings(BaseSettings):
     overlay_mpp: float | None = Field(
         default=None, gt=0, description="Level-0 mpp for overlays whose file records none."
     )
+    slide_mpp_override: float | None = Field(
+        default=None, gt=0, description="Level-0 mpp for every slide, whatever its file records."
+    )
+    overlay_mpp_override: float | None = Field(
+        default=None, gt=0, description="Level-0 mpp for every overlay, whatever it records."
+    )
+    label_property: str | None = Field(
+        default=None,
+        description="Where an annotation's class label is read: a dotted path in a GeoJSON "
+        "feature's properties (DSA exports: 'label'), or the ASAP attribute ('Name'); None: "
+        "each format's class field.",
+    )
+    max_tiles: int = Field(
+        default=2_000_000,
+        gt=0,
+        description="A slide whose tile grid would have more tiles is refused (a damaged or "
+        "hostile header can claim any size).",
+    )
+    exclude: StrList = Field(
+        default=["*_mask.*", "*_tissue*", "*_label*", "*thumbnail*", "*macro*"],
+        description="File-name patterns (case-insensitive globs) that are never slides.",
+    )
 
     @field_validator("slide_root", "output_root")
     @classmethod
     def _absolute_root(cls, root: str) -> str:
         return absolute_root(root)
 
-    @field_validator("slide_extensions", "annotation_templates", "overlay_templates", mode="before")
+    @field_validator(
+        "slide_extensions", "annotation_templates", "overlay_templates", "exclude", mode="before"
+    )
     @classmethod
     def _str_list(cls, value: Any) -> Any:
         """A JSON list or comma-separated values (what an environment variable can hold)."""
@@ -193,19 +224,25 @@ class Settings(BaseSettings):
 
     def table_params(self, table: str) -> dict[str, Any]:
         """The settings that decide the content of ``table`` (besides its upstream tables)."""
+        slide = {
+            "mpp": self.mpp,
+            "slide_mpp": self.slide_mpp,
+            "slide_mpp_override": self.slide_mpp_override,
+        }
         if table == SLIDE_METADATA:
-            return {"mpp": self.mpp, "slide_mpp": self.slide_mpp}
+            return slide
         if table == TILE_GRID:
             return {
-                "mpp": self.mpp,
+                **slide,
                 "tile_extent": self.tile_extent,
                 "stride": self.stride,
                 "last": self.last,
-                "slide_mpp": self.slide_mpp,
+                "max_tiles": self.max_tiles,
             }
         if table == ANNOTATION_COVERAGE:
             return {
                 "label_classes": dict(sorted(self.label_classes.items())),
+                "label_property": self.label_property,
                 "roi": self.roi,
                 "annotation_templates": list(self.annotation_templates),
             }
@@ -214,6 +251,7 @@ class Settings(BaseSettings):
                 "roi": self.roi,
                 "overlay_templates": list(self.overlay_templates),
                 "overlay_mpp": self.overlay_mpp,
+                "overlay_mpp_override": self.overlay_mpp_override,
             }
         raise KeyError(table)
 

@@ -11,6 +11,7 @@ slides, so a slide must not be named like one.
 
 from __future__ import annotations
 
+import fnmatch
 import os
 import posixpath
 import re
@@ -93,24 +94,50 @@ class SlideStore:
 
     def scan(self, listing: Mapping[str, Info] | None = None) -> list[Slide]:
         """Every slide under the slide root, sorted by relative path."""
+        return self.survey(listing)[0]
+
+    def survey(
+        self, listing: Mapping[str, Info] | None = None
+    ) -> tuple[list[Slide], list[tuple[str, str]]]:
+        """Every slide under the slide root, sorted by relative path, and every file with a
+        slide's extension that is not one, with the reason: a hidden or ``_`` name, the shape
+        of an overlay template, a ``WSI_EXCLUDE`` pattern, a ``..`` in its path."""
         files = self.listing() if listing is None else listing
         endings = tuple(extension.lower() for extension in self.settings.slide_extensions)
-        overlays = [template_pattern(t) for t in self.settings.overlay_templates]
-        slides = []
+        slides, skipped = [], []
         for uri in files:
-            name = uri.rstrip("/").rsplit("/", 1)[-1]
-            if not uri.lower().endswith(endings) or name.startswith((".", "_")):
+            if not uri.lower().endswith(endings):
                 continue
-            if any(pattern.match(uri) for pattern in overlays):
-                continue
-            slides.append(self.slide(self.relpath(uri)))
-        return sorted(slides, key=lambda slide: slide.relpath)
+            reason = self._not_a_slide(uri)
+            if reason is None:
+                slides.append(self.slide(self.relpath(uri)))
+            else:
+                skipped.append((uri, reason))
+        return sorted(slides, key=lambda slide: slide.relpath), sorted(skipped)
+
+    def _not_a_slide(self, uri: str) -> str | None:
+        """Why the file at ``uri`` (with a slide's extension) is not a slide, or None."""
+        name = uri.rstrip("/").rsplit("/", 1)[-1]
+        if name.startswith((".", "_")):
+            return "hidden or '_' name"
+        if {".", ".."} & set(self.relpath(uri).split("/")):
+            return "'.' or '..' in its path (it would name files outside its folder)"
+        for template in self.settings.overlay_templates:
+            if template_pattern(template).match(uri):
+                return f"named like an overlay ({template})"
+        for pattern in self.settings.exclude:
+            if fnmatch.fnmatch(name.lower(), pattern.lower()):
+                return f"matches WSI_EXCLUDE {pattern!r}"
+        return None
 
     def relpath(self, uri: str) -> str:
-        """The path of ``uri`` relative to the slide root, ``/`` separated."""
+        """The path of ``uri`` relative to the slide root, ``/`` separated (as listed: a
+        ``..`` in an object key is kept, not resolved)."""
         base = uri_of(self.root).rstrip("/")
         if is_url(base):
-            return posixpath.relpath(uri, base)
+            return (
+                uri[len(base) + 1 :] if uri.startswith(base + "/") else posixpath.relpath(uri, base)
+            )
         return os.path.relpath(uri, base).replace(os.sep, "/")
 
     def slide(self, relpath: str) -> Slide:
@@ -130,7 +157,12 @@ class SlideStore:
         found = []
         for template in templates:
             target = template.format(stem=file_stem(name), name=name, key=slide.key)
-            found.append(_normalize(target if is_absolute(template) else f"{folder}/{target}"))
+            if is_absolute(template):
+                found.append(_normalize(target))
+                continue
+            candidate = _normalize(f"{folder}/{target}")
+            if self._under_root(candidate):  # a relative template never leaves the root
+                found.append(candidate)
         return found
 
     def files(self, slide: Slide, listing: Mapping[str, Info] | None = None) -> SlideFiles:

@@ -24,20 +24,28 @@ from wsi_assets.pipeline.registry import Registry
 from wsi_assets.pipeline.settings import Settings
 from wsi_assets.pipeline.slides import ANNOTATION, OVERLAY, SLIDE, Slide, SlideFiles, SlideStore
 from wsi_assets.pipeline.tables import Provenance, StoredTable, TableStore
-from wsi_core.errors import WSIError
+from wsi_core.errors import MissingMPPError, WSIError
 from wsi_core.tables import (
     ANNOTATION_COVERAGE,
     OVERLAY_OVERLAP,
     SLIDE_METADATA,
+    TABLES,
     TILE_GRID,
     build_annotation_coverage,
     build_overlay_overlap,
     build_slide_metadata,
     build_tile_grid,
 )
-from wsi_core.tables.annotation_coverage import coverage_summary
-from wsi_core.tables.overlay_overlap import overlap_summary
+from wsi_core.tables.annotation_coverage import CoverageFacts, coverage_summary
+from wsi_core.tables.overlay_overlap import (
+    Alignment,
+    OverlayMismatchError,
+    align_overlay,
+    overlap_summary,
+)
 from wsi_core.tables.schemas import UPSTREAM
+from wsi_core.tables.slide_metadata import resolution_warning
+from wsi_core.tables.tile_grid import tile_count
 
 #: The input file each table reads besides its upstream table.
 SOURCE_OF = {SLIDE_METADATA: SLIDE, ANNOTATION_COVERAGE: ANNOTATION, OVERLAY_OVERLAP: OVERLAY}
@@ -77,14 +85,21 @@ def _id(origin: Provenance | None) -> str | None:
 
 
 @contextmanager
-def about_file(uri: str, kind: str) -> Iterator[None]:
+def about_file(uri: str, kind: str, missing_mpp: str | None = None) -> Iterator[None]:
     """Any error while reading the ``kind`` file at ``uri`` becomes an
     :class:`InputFileError` naming ``uri``; storage errors (``OSError`` other than a missing
-    file) pass unchanged so that engines can retry them."""
+    file) pass unchanged so that engines can retry them. ``missing_mpp`` names the setting
+    that gives a resolution to a file that records none."""
     try:
         yield
     except InputFileError:
         raise
+    except (MissingMPPError, OverlayMismatchError) as error:
+        setting = missing_mpp or "an mpp setting"
+        problem = (
+            error.problem.split(";")[0] if isinstance(error, MissingMPPError) else error.problem
+        )
+        raise InputFileError(uri, f"{problem}; set {setting} (micrometres per pixel)") from error
     except WSIError as error:  # its path may be a temporary copy: name the file the user has
         raise InputFileError(uri, error.problem) from error
     except FileNotFoundError as error:
@@ -119,6 +134,14 @@ class Pipeline:
             self.slides.root.path,
             f"no slide under the slide root has partition key {key!r} (moved or deleted?)",
         )
+
+    def retire(self, key: str) -> list[str]:
+        """Delete slide ``key``'s tables (those this project wrote) and its registration;
+        return what was removed. Its files under the slide root are not touched."""
+        removed = [uri for table in TABLES if (uri := self.tables.remove(table, key))]
+        if self.registry.remove(key):
+            removed.append(f"registration of {key}")
+        return removed
 
     def inputs(self, key: str) -> SlideFiles:
         """Slide ``key``'s input files as they are now (one listing of its folder)."""
@@ -160,8 +183,8 @@ class Pipeline:
         if found is None:
             raise InputFileError(slide.uri, "slide file not found")
         settings = self.settings
-        with about_file(slide.uri, SLIDE):
-            data = self.slides.read(
+        with about_file(slide.uri, SLIDE, missing_mpp="WSI_SLIDE_MPP"):
+            data, source = self.slides.read(
                 slide.uri,
                 lambda location: build_slide_metadata(
                     location,
@@ -170,25 +193,43 @@ class Pipeline:
                     relpath=slide.relpath,
                     file_size=found.size,
                     target_mpp=settings.mpp,
-                    slide_mpp=settings.slide_mpp,
+                    fallback_mpp=settings.slide_mpp,
+                    override_mpp=settings.slide_mpp_override,
                     storage_options=settings.storage_options,
                 ),
             )
-        facts = {"slide_file": slide.uri, "source_version": found.version}
-        return self._store(
-            SLIDE_METADATA,
-            key,
-            data,
-            provenance(settings, SLIDE_METADATA, found.version, None),
-            facts,
-        )
+        row = data.to_pylist()[0]
+        facts = {
+            "slide_file": slide.uri,
+            "source_version": found.version,
+            "mpp_source": MPP_SOURCES[source].format(kind="SLIDE"),
+            "mpp_used": [row["mpp_x"], row["mpp_y"]],
+            "warnings": _present(resolution_warning(row)),
+        }
+        origin = provenance(settings, SLIDE_METADATA, found.version, None)
+        return self._store(SLIDE_METADATA, key, data, origin, facts)
 
     def _tile_grid(self, key: str) -> Built:
         meta, upstream = self.tables.read(SLIDE_METADATA, key)
         settings = self.settings
-        data = build_tile_grid(meta, settings.tile_extent, settings.stride, settings.last)
         row = meta.to_pylist()[0]
-        facts = {"level": row["level"], "extent": [row["extent_x"], row["extent_y"]]}
+        extent = (row["extent_x"], row["extent_y"])
+        count = tile_count(extent, settings.tile_extent, settings.stride, settings.last)
+        if count > settings.max_tiles:
+            limit = f"WSI_MAX_TILES={settings.max_tiles:,}"
+            raise InputFileError(
+                row["uri"],
+                f"its level {row['level']} ({extent[0]}x{extent[1]} px) would give {count:,} "
+                f"tiles of {settings.tile_extent} px, more than {limit} (a damaged header? "
+                "else raise WSI_MAX_TILES, WSI_TILE_EXTENT or WSI_MPP)",
+            )
+        data = build_tile_grid(meta, settings.tile_extent, settings.stride, settings.last)
+        facts = {
+            "level": row["level"],
+            "extent": list(extent),
+            "mpp_used": [row["mpp_x"], row["mpp_y"]],
+            "warnings": _present(resolution_warning(row)),
+        }
         origin = provenance(settings, TILE_GRID, None, _id(upstream))
         return self._store(TILE_GRID, key, data, origin, facts, meta)
 
@@ -202,19 +243,29 @@ class Pipeline:
         looked = files.looked_for.get(kind, [])
         return None, {f"{kind}_file": None, "looked_for": looked, "measured": False}
 
+    def _slide_facts(self, key: str) -> dict[str, Any]:
+        """The slide's ``slide_metadata`` row (level-0 size and resolution)."""
+        return self.tables.read(SLIDE_METADATA, key)[0].to_pylist()[0]
+
     def _annotation_coverage(self, files: SlideFiles) -> Built:
         key = files.slide.key
         grid, upstream = self.tables.read(TILE_GRID, key)
+        meta = self._slide_facts(key)
         annotation, facts = self._companion(files, ANNOTATION)
         settings = self.settings
         classes = dict(settings.label_classes)
         with about_file(annotation or "", ANNOTATION):
             data, found = build_annotation_coverage(
-                grid, annotation, classes, settings.roi_geometry(), settings.storage_options
+                grid,
+                annotation,
+                classes,
+                settings.roi_geometry(),
+                extent0=(meta["level_width"][0], meta["level_height"][0]),
+                label_property=settings.label_property,
+                storage_options=settings.storage_options,
             )
         if found is not None:
-            facts["labels_in_file"] = found.labels_in_file
-            facts["polygons_per_class"] = found.polygons_per_class
+            facts.update(_annotation_facts(found))
         facts["coverage_summary"] = coverage_summary(data, classes)
         origin = provenance(settings, ANNOTATION_COVERAGE, files.version(ANNOTATION), _id(upstream))
         return self._store(ANNOTATION_COVERAGE, key, data, origin, facts, grid)
@@ -225,18 +276,76 @@ class Pipeline:
         overlay, facts = self._companion(files, OVERLAY)
         settings = self.settings
         roi = settings.roi_geometry()
-        seen: list[str] | None = None
         if overlay is None:
             data, _ = build_overlay_overlap(grid, None, roi)
         else:
-            with about_file(overlay, OVERLAY):
-                data, seen = self.slides.read(
-                    overlay,
-                    lambda location: build_overlay_overlap(
-                        grid, location, roi, settings.overlay_mpp, settings.storage_options
-                    ),
+            meta = self._slide_facts(key)
+            with about_file(overlay, OVERLAY, missing_mpp="WSI_OVERLAY_MPP"):
+                data, alignment, seen = self.slides.read(
+                    overlay, lambda location: self._measure_overlay(grid, location, roi, meta)
                 )
-            facts["overlay_values"] = seen
+            facts.update(
+                {
+                    "overlay_values": seen,
+                    "overlay_mpp": list(alignment.mpp),
+                    "overlay_mpp_source": MPP_SOURCES[alignment.source].format(kind="OVERLAY"),
+                    "warnings": _present(alignment.warning),
+                }
+            )
         facts["overlap_summary"] = overlap_summary(data)
         origin = provenance(settings, OVERLAY_OVERLAP, files.version(OVERLAY), _id(upstream))
         return self._store(OVERLAY_OVERLAP, key, data, origin, facts, grid)
+
+    def _measure_overlay(
+        self, grid: pa.Table, location: str, roi: Any, meta: dict[str, Any]
+    ) -> tuple[pa.Table, Alignment, list[str] | None]:
+        """Align the overlay at ``location`` with the slide, then measure every tile."""
+        settings = self.settings
+        alignment = align_overlay(
+            location,
+            (meta["level_width"][0], meta["level_height"][0]),
+            (meta["base_mpp_x"], meta["base_mpp_y"]),
+            fallback_mpp=settings.overlay_mpp,
+            override_mpp=settings.overlay_mpp_override,
+            storage_options=settings.storage_options,
+        )
+        data, seen = build_overlay_overlap(grid, location, roi, alignment, settings.storage_options)
+        return data, alignment, seen
+
+
+#: How each source of a resolution is reported (``{kind}``: SLIDE or OVERLAY).
+MPP_SOURCES = {
+    "file": "recorded in the file",
+    "fallback": "WSI_{kind}_MPP (the file records none)",
+    "override": "WSI_{kind}_MPP_OVERRIDE (instead of the file's own)",
+    "slide dimensions": "the slide's, scaled to the overlay's size (the file records none)",
+}
+
+
+def _present(*warnings: str | None) -> list[str]:
+    return [warning for warning in warnings if warning]
+
+
+def _annotation_facts(found: CoverageFacts) -> dict[str, Any]:
+    """What the UI shows about an annotation file: labels, polygons per class, polygons no
+    class matched (a warning), polygons clipped to the slide."""
+    unmatched = {"(no label)" if k is None else k: v for k, v in found.unmatched.items()}
+    facts: dict[str, Any] = {
+        "labels_in_file": found.labels_in_file,
+        "polygons_per_class": found.polygons_per_class,
+        "labels_matching_no_class": unmatched,
+        "polygons_clipped_to_slide": found.clipped_to_slide,
+    }
+    warnings = []
+    if unmatched:
+        count = sum(unmatched.values())
+        warnings.append(
+            f"{count} polygons have labels no class matches ({', '.join(sorted(unmatched))}): "
+            "they count for no column; set WSI_LABEL_CLASSES (or WSI_LABEL_PROPERTY)"
+        )
+    if found.clipped_to_slide:
+        warnings.append(
+            f"{found.clipped_to_slide} polygons reach past the slide and were clipped to it"
+        )
+    facts["warnings"] = warnings
+    return facts

@@ -33,6 +33,7 @@ from wsi_assets.pipeline.locations import (
     list_files,
     location,
     read_bytes,
+    remove_stale_temporaries,
     uri_of,
     write_atomic,
 )
@@ -115,6 +116,7 @@ class TableStore:
         """
         path = self.path(table, key)
         payload = _to_parquet(data, table, key, provenance)
+        remove_stale_temporaries(path)
         try:
             write_atomic(path, payload, create=True)
         except FileExistsError:
@@ -125,6 +127,20 @@ class TableStore:
                 ) from None
             write_atomic(path, payload)
         return StoredTable(uri_of(path), hashlib.sha256(payload).hexdigest()[:16], provenance)
+
+    def remove(self, table: str, key: str) -> str | None:
+        """Delete one slide's ``table`` if it is there and ours; return its URI (None when
+        there was none). A file this project did not write is left alone
+        (:class:`ForeignFileError`)."""
+        path = self.path(table, key)
+        owner = _owner(path)
+        if owner is None and not path.exists():
+            return None
+        if owner != table.encode():
+            problem = "not written by wsi_tiles; it is left where it is"
+            raise ForeignFileError(uri_of(path), problem)
+        path.fs.rm_file(path.path)
+        return uri_of(path)
 
     def read(self, table: str, key: str) -> tuple[pa.Table, Provenance | None]:
         """One slide's table and its provenance (None for a table written before provenance

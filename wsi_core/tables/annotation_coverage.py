@@ -6,18 +6,23 @@ full against the annotation's class label), computed by
 
 No annotation file means nothing was measured: the table still has one row per tile and
 every coverage is null (never 0.0). A file with no polygon of a class gives real zeros.
+Polygons are clipped to the slide before coverage: a tile that reaches past the slide's edge
+(``last="keep"``) is not covered by annotation drawn beyond it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import shapely
 from shapely.geometry.base import BaseGeometry
 
+from wsi_core.geometry import polygonal_part
 from wsi_core.parsers import open_annotations
 from wsi_core.tables.schemas import TILE_KEY_COLUMNS, coverage_column, coverage_schema
 from wsi_core.tiling import annotation_coverage
@@ -25,10 +30,48 @@ from wsi_core.tiling import annotation_coverage
 
 @dataclass(frozen=True)
 class CoverageFacts:
-    """What the annotation file held: every class label in it, polygons per configured class."""
+    """What the annotation file held: every class label in it, polygons per configured
+    class, polygons per label that no class matches (``None``: polygons without a label),
+    and how many polygons reached past the slide and were clipped to it."""
 
     labels_in_file: list[str] = field(default_factory=list)
     polygons_per_class: dict[str, int] = field(default_factory=dict)
+    unmatched: dict[str | None, int] = field(default_factory=dict)
+    clipped_to_slide: int = 0
+
+
+def unmatched_labels(
+    counts: Mapping[str | None, int], classes: Mapping[str, str]
+) -> dict[str | None, int]:
+    """Polygons per label that fullmatches no class pattern (None: polygons with no label)."""
+    patterns = [re.compile(pattern) for pattern in classes.values()]
+    return {
+        label: count
+        for label, count in counts.items()
+        if label is None or not any(p.fullmatch(label) for p in patterns)
+    }
+
+
+def clip_to_slide(
+    polygons: Sequence[BaseGeometry], extent0: tuple[int, int] | None
+) -> tuple[list[BaseGeometry], int]:
+    """``polygons`` (level-0 pixels) clipped to the slide's level-0 ``extent0`` (width,
+    height); and how many reached past it. None: no clipping."""
+    if extent0 is None or not polygons:
+        return list(polygons), 0
+    width, height = extent0
+    shapes = np.asarray(polygons, dtype=object)
+    bounds = shapely.bounds(shapes)
+    beyond = (
+        (bounds[:, 0] < 0) | (bounds[:, 1] < 0) | (bounds[:, 2] > width) | (bounds[:, 3] > height)
+    )
+    if not beyond.any():
+        return list(polygons), 0
+    clipped = shapes.copy()
+    clipped[beyond] = [
+        polygonal_part(shapely.clip_by_rect(s, 0, 0, width, height)) for s in shapes[beyond]
+    ]
+    return [shape for shape in clipped if not shape.is_empty], int(beyond.sum())
 
 
 def measure_coverage(
@@ -36,24 +79,33 @@ def measure_coverage(
     annotation: str,
     classes: Mapping[str, str],
     roi: BaseGeometry,
+    *,
+    extent0: tuple[int, int] | None = None,
+    label_property: str | None = None,
     storage_options: Mapping[str, Any] | None = None,
 ) -> tuple[dict[str, np.ndarray], CoverageFacts]:
     """Coverage per class for every tile of ``grid`` (a ``tile_grid`` table) from the
     annotation file at ``annotation`` (a local path or fsspec URL). ``roi`` is in
-    tile-relative level pixels."""
-    parser = open_annotations(annotation, storage_options=storage_options)
+    tile-relative level pixels; ``extent0`` is the slide's level-0 (width, height), the
+    polygons are clipped to; ``label_property`` says where the class label is."""
+    parser = open_annotations(
+        annotation, label_property=label_property, storage_options=storage_options
+    )
     origins = np.column_stack([grid["tile_x"].to_numpy(), grid["tile_y"].to_numpy()])
     origins = origins.astype(np.int64)
     downsample = float(grid["downsample"][0].as_py()) if grid.num_rows else 1.0
     coverage: dict[str, np.ndarray] = {}
     polygons: dict[str, int] = {}
+    clipped = 0
     for name, pattern in classes.items():
-        shapes = parser.get_class_polygons(pattern)
+        shapes, beyond = clip_to_slide(parser.get_class_polygons(pattern), extent0)
         polygons[name] = len(shapes)
+        clipped += beyond
         coverage[name] = np.asarray(
             annotation_coverage(shapes, roi, origins, downsample), dtype=np.float64
         )
-    return coverage, CoverageFacts(parser.class_labels(), polygons)
+    unmatched = unmatched_labels(parser.label_counts(), classes)
+    return coverage, CoverageFacts(parser.class_labels(), polygons, unmatched, clipped)
 
 
 def coverage_table(
@@ -75,13 +127,25 @@ def build_annotation_coverage(
     annotation: str | None,
     classes: Mapping[str, str],
     roi: BaseGeometry,
+    *,
+    extent0: tuple[int, int] | None = None,
+    label_property: str | None = None,
     storage_options: Mapping[str, Any] | None = None,
 ) -> tuple[pa.Table, CoverageFacts | None]:
     """The ``annotation_coverage`` table of one slide, and what its annotation file held
-    (None when ``annotation`` is None: the slide has no annotation file)."""
+    (None when ``annotation`` is None: the slide has no annotation file). See
+    :func:`measure_coverage` for the arguments."""
     if annotation is None:
         return coverage_table(grid, classes, None), None
-    coverage, facts = measure_coverage(grid, annotation, classes, roi, storage_options)
+    coverage, facts = measure_coverage(
+        grid,
+        annotation,
+        classes,
+        roi,
+        extent0=extent0,
+        label_property=label_property,
+        storage_options=storage_options,
+    )
     return coverage_table(grid, classes, coverage), facts
 
 

@@ -97,3 +97,22 @@ def rows_match_grid(table: pa.Table, grid: pa.Table) -> Verdict:
     if not all(table[name].equals(grid[name]) for name in ("tile_x", "tile_y")):
         return Verdict(False, "tile coordinates differ from tile_grid", metadata)
     return Verdict(True, f"{grid.num_rows} rows, same tiles as tile_grid", metadata)
+
+
+def labels_match_classes(unmatched: dict[str, int] | None) -> Verdict:
+    """Every labelled polygon of the annotation file counts for a class column.
+
+    ``unmatched`` maps each label that no class pattern matches (``"(no label)"`` for
+    polygons without one) to its number of polygons; None: no annotation file. Polygons that
+    match nothing are most often a class-name or label-property setting that does not fit
+    the file (0.0 coverage everywhere, a wrong table), so this is worth a warning.
+    """
+    if not unmatched:
+        return Verdict(True, "every labelled polygon counts for a class (or there is no file)")
+    listing = ", ".join(f"{label} ({count})" for label, count in sorted(unmatched.items()))
+    return Verdict(
+        False,
+        f"polygons whose label matches no class: {listing}; set WSI_LABEL_CLASSES "
+        "(or WSI_LABEL_PROPERTY)",
+        {"labels_matching_no_class": dict(unmatched)},
+    )

@@ -17,6 +17,14 @@ def level0(values: np.ndarray, downsample: float) -> np.ndarray:
     return np.floor(values * downsample + 0.5).astype(np.int64)
 
 
+def tile_count(extent: tuple[int, int], tile_extent: int, stride: int, last: Last) -> int:
+    """How many tiles ``build_tile_grid`` would give for a level of ``extent`` (level pixels),
+    counted per axis without making the grid (a damaged header can claim any size)."""
+    across = len(grid_tile_array((extent[0], tile_extent), tile_extent, stride, last))
+    down = len(grid_tile_array((tile_extent, extent[1]), tile_extent, stride, last))
+    return across * down
+
+
 def build_tile_grid(
     slide_metadata: pa.Table, tile_extent: int, stride: int, last: Last
 ) -> pa.Table:
