@@ -39,6 +39,7 @@ from shapely import Geometry, MultiPolygon, Polygon
 from wsi_core.geometry import (
     clip_pieces,
     clip_to_rect,
+    explode_polygons,
     is_axis_aligned_rectangle,
     polygonal_part,
     valid_polygon_parts,
@@ -55,6 +56,10 @@ Downsample: TypeAlias = float | Sequence[float] | np.ndarray
 _BATCH_VERTICES = 1 << 20
 _TILE_VERTICES = 256
 
+# GEOS checks validity in exact arithmetic that overflows for coordinates near 1e300 (is_valid
+# raises); up to here it is sound (tested up to 1e200).
+_GEOS_SAFE = 1e100
+
 
 # --------------------------------------------------------------------------------------------
 # Input normalisation
@@ -67,13 +72,18 @@ def _polygon_parts(annotations: Iterable[Geometry | None]) -> np.ndarray:
     polygons are repaired with ``make_valid`` and their polygonal part kept
     (:func:`~wsi_core.geometry.valid_polygon_parts`).
     """
+    return valid_polygon_parts(_geometry_array(annotations))
+
+
+def _geometry_array(annotations: Iterable[Geometry | None]) -> np.ndarray:
+    """The annotations as an object array, None left out; TypeError for a non-geometry."""
     items = [g for g in annotations if g is not None]
     for g in items:
         if not isinstance(g, Geometry):
             raise TypeError(f"annotations must be shapely geometries, got {type(g).__name__}")
     geoms = np.empty(len(items), dtype=object)
     geoms[:] = items
-    return valid_polygon_parts(geoms)
+    return geoms
 
 
 def _as_origins(coordinates: Iterable[Sequence[float]] | np.ndarray) -> np.ndarray:
@@ -129,14 +139,28 @@ def _grid_rect(
     )
 
 
-def _near_grid(
-    parts: np.ndarray, roi: Geometry, origins: np.ndarray, ds: tuple[float, float]
+def _parts_near_grid(
+    annotations: Iterable[Geometry | None],
+    roi: Geometry,
+    origins: np.ndarray,
+    ds: tuple[float, float],
 ) -> np.ndarray:
-    """The annotation parts (level 0) cut to :func:`_grid_rect`. Inside every tile they are
-    unchanged; only the far parts of polygons that reach beyond the grid are gone."""
+    """:func:`_polygon_parts` cut to :func:`_grid_rect` (level 0). Inside every tile they are
+    unchanged; only the far parts of polygons that reach beyond the grid are gone.
+
+    GEOS cannot check the validity of a polygon with a vertex near 1e300 (its exact arithmetic
+    overflows), so polygons with a vertex beyond ``_GEOS_SAFE`` are cut first and repaired
+    after, by :func:`~wsi_core.geometry.clip_to_rect`; for a valid polygon the order makes no
+    difference.
+    """
+    geoms = _geometry_array(annotations)
     if len(origins) == 0:
-        return parts
-    return clip_to_rect(parts, _grid_rect(roi, origins, ds))
+        return valid_polygon_parts(geoms)
+    rect = _grid_rect(roi, origins, ds)
+    polygons = explode_polygons(shapely.force_2d(geoms))
+    huge = np.abs(shapely.bounds(polygons)).max(axis=1, initial=0.0) > _GEOS_SAFE
+    parts = valid_polygon_parts(polygons[~huge])
+    return np.concatenate([clip_to_rect(parts, rect), clip_to_rect(polygons[huge], rect)])
 
 
 def _tile_batches(
@@ -279,7 +303,7 @@ def tile_annotations(
     roi = _check_roi(roi)
     ds = _as_downsample(downsample)
     origins = _as_origins(coordinates)
-    index = _Index(_near_grid(_polygon_parts(annotations), roi, origins, ds))
+    index = _Index(_parts_near_grid(annotations, roi, origins, ds))
     return _iterate_tiles(index, roi, origins, ds)
 
 
@@ -320,7 +344,7 @@ def annotation_coverage(
     roi = _check_roi(roi)
     ds = _as_downsample(downsample)
     origins = _as_origins(coordinates)
-    parts = _near_grid(_polygon_parts(annotations), roi, origins, ds)
+    parts = _parts_near_grid(annotations, roi, origins, ds)
     n = len(origins)
     if n == 0 or len(parts) == 0:
         return np.zeros(n, dtype=np.float64)
