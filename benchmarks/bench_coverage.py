@@ -7,10 +7,20 @@ Rows: the per-tile baseline (the seed library's approach, written out below), th
 ``tile_annotations`` and ``annotation_coverage``. ``ratio_vs_baseline`` is the speed-up: baseline
 seconds / these seconds. Each time is the best of a few repeats, as the machine is shared. All
 three must agree to 1e-9 in coverage or the benchmark fails.
+
+Then dense fields, where memory is the point: 20,000 cells (star-shaped, radius 10-20 px, 8-30
+vertices) and 76,000 squares of 6-16 px (like the 50 MB GeoJSON that once asked for 15 GiB),
+both uniform over 4096 x 4096 level-0 px, 256 px tiles at level 0 and level 1. Each runs
+``annotation_coverage`` once in a fresh child process, which reports the seconds and its peak
+resident memory (VmHWM), and the peak before the call (interpreter, imports, polygons).
 """
 
 from __future__ import annotations
 
+import json
+import resource
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -25,6 +35,9 @@ SLIDE = (40000, 30000)  # level-0 pixels at 0.25 um/px
 TILE = 512
 N_POLYGONS = 300
 REPEATS = 3
+
+FIELD_EXTENT = 4096  # level-0 pixels on a side of the dense fields
+FIELDS = {"cells": 20_000, "squares": 76_000}  # polygons per field
 
 
 def star_polygons(seed: int = 0, n: int = N_POLYGONS) -> list[Polygon]:
@@ -107,9 +120,87 @@ def run() -> list[dict[str, Any]]:
         worst = float(np.max(np.abs(values - reference)))
         if worst > 1e-9:
             raise AssertionError(f"{row['name']} differs from the baseline by {worst:.3g}")
-    return rows
+    return rows + [_field_row(field, level) for field in FIELDS for level in (0, 1)]
+
+
+# --------------------------------------------------------------------------------------------
+# Dense fields
+
+
+def cell_polygons(n: int, extent: float, seed: int = 0) -> np.ndarray:
+    """``n`` star-shaped cells (level 0) of radius 10-20 px and 8-30 vertices, centres uniform
+    over ``[0, extent]^2``; vertex angles are jittered but increasing, so every cell is valid."""
+    rng = np.random.default_rng(seed)
+    k = rng.integers(8, 31, n)
+    cell = np.repeat(np.arange(n), k)
+    j = np.arange(len(cell)) - np.repeat(np.cumsum(k) - k, k)
+    angle = (j + rng.uniform(-0.3, 0.3, len(cell))) * 2 * np.pi / k[cell]
+    radius = rng.uniform(10, 20, n)[cell] * rng.uniform(0.75, 1.0, len(cell))
+    centre = rng.uniform(0, extent, (n, 2))[cell]
+    xy = centre + radius[:, None] * np.c_[np.cos(angle), np.sin(angle)]
+    return shapely.polygons(shapely.linearrings(xy, indices=cell))
+
+
+def square_polygons(n: int, extent: float, seed: int = 0) -> np.ndarray:
+    """``n`` axis-aligned squares (level 0) of 6-16 px, corners uniform over ``[0, extent]^2``."""
+    rng = np.random.default_rng(seed)
+    xy = rng.uniform(0, extent, (n, 2))
+    side = rng.uniform(6, 16, n)
+    return shapely.box(xy[:, 0], xy[:, 1], xy[:, 0] + side, xy[:, 1] + side)
+
+
+def _peak_mb() -> float:
+    """This process's peak resident memory, MB (VmHWM; ru_maxrss where /proc is missing)."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def measure_field(field: str, level: int) -> dict[str, Any]:
+    """One dense-field case in this process: seconds, peak MB before and after, tiles."""
+    make = cell_polygons if field == "cells" else square_polygons
+    polygons = make(FIELDS[field], FIELD_EXTENT)
+    downsample = 2.0**level
+    coordinates = grid_tile_array((int(FIELD_EXTENT / downsample),) * 2, 256, 256)
+    before = _peak_mb()
+    start = time.perf_counter()
+    annotation_coverage(polygons, box(0, 0, 256, 256), coordinates, downsample)
+    seconds = time.perf_counter() - start
+    return {
+        "seconds": seconds,
+        "peak_mb": _peak_mb(),
+        "before_mb": before,
+        "tiles": len(coordinates),
+    }
+
+
+def _field_row(field: str, level: int) -> dict[str, Any]:
+    """Run :func:`measure_field` in a child process, so that its peak memory is its own."""
+    child = subprocess.run(
+        [sys.executable, "-m", "benchmarks.bench_coverage", field, str(level)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    result = json.loads(child.stdout)
+    return {
+        "name": f"coverage: {FIELDS[field]:,} {field}, 256 px tiles, level {level}",
+        "seconds": result["seconds"],
+        "note": (
+            f"peak {result['peak_mb']:.0f} MB ({result['before_mb']:.0f} MB before the call),"
+            f" {result['tiles']} tiles"
+        ),
+    }
 
 
 if __name__ == "__main__":
-    for row in run():
-        print(row)
+    if len(sys.argv) == 3:  # a child of _field_row
+        print(json.dumps(measure_field(sys.argv[1], int(sys.argv[2]))))
+    else:
+        for row in run():
+            print(row)
