@@ -8,8 +8,8 @@
   annotation one geometry), the kernels to arrays of polygon parts
   (:func:`valid_polygon_parts`).
 * Polygonal parts of shapely results (:func:`explode_polygons`, :func:`polygonal_part`) and
-  clipping them to a region of interest (:func:`clip_pieces`), or to a rectangle far larger
-  than the polygons' detail, with vertices anywhere up to 1e308 (:func:`clip_to_rect`).
+  clipping them to a region of interest (:func:`clip_pieces`), or to a rectangle accurately
+  however far away their vertices lie, up to 1e308 (:func:`clip_to_rect`).
 * The one axis-aligned-rectangle test (:func:`is_axis_aligned_rectangle`), so that the
   coverage and overlay kernels send the same ROI down the same route.
 

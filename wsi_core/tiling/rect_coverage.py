@@ -31,7 +31,7 @@ _CHUNK_ROWS = 1 << 18
 # tile's edges, a GEOS union with the edges times their logarithm.
 _UNION_MAX_SEGMENTS = 128
 
-# Polygons per GEOS union: a tile with more is unioned half by half (see _union_area).
+# Polygons per GEOS union: a tile with more is unioned half by half (_geos_union_area).
 _GEOS_UNION_PARTS = 4096
 
 # Relative slack below which a per-tile area counts as empty or as the whole ROI. It decides only
@@ -218,31 +218,31 @@ class RectCoverage:
         self.part_first, self.part_count = group_bounds(self.edge_part, len(self.parts))
 
     def coverage(self) -> np.ndarray:
-        """Coverage fraction of every tile (area covered / tile area), float64 ``(N,)``."""
-        n = len(self.x0)
-        coverage = np.zeros(n)
+        """Coverage fraction of every tile (area covered / tile area), float64 ``(N,)``,
+        computed for chunks of tiles with about ``_CHUNK_ROWS`` rows and pairs each."""
+        coverage = np.zeros(len(self.x0))
         if len(self.ex0) == 0:
             return coverage
-        buckets = TileBuckets(self.x0, self.y0, float(self.w.max()), float(self.h.max()))
-        pieces = self._short_edges()
-        sx0, sy0, sx1, sy1, _ = pieces
-        near_pieces = _ByTile(
-            *buckets.join(
-                np.minimum(sx0, sx1),
-                np.minimum(sy0, sy1),
-                np.maximum(sx0, sx1),
-                np.maximum(sy0, sy1),
-                self.tol,
-            ),
-            n,
-        )
-        pbx0, pby0, pbx1, pby1 = shapely.bounds(self.parts).T
-        near_parts = _ByTile(*buckets.join(pbx0, pby0, pbx1, pby1, 2 * self.tol), n)
+        pieces, near_pieces, near_parts = self._joins()
         for lo, hi in bounded_chunks(near_pieces.count + near_parts.count, _CHUNK_ROWS):
             rows = self._rows(pieces, *near_pieces.take(lo, hi))
             pairs = self._pairs(*near_parts.take(lo, hi), rows)
             coverage[lo:hi] = self._chunk_coverage(lo, hi, rows, pairs)
         return coverage
+
+    def _joins(self) -> tuple[tuple[np.ndarray, ...], _ByTile, _ByTile]:
+        """The edge pieces (:meth:`_short_edges`), and which pieces and which polygons' boxes
+        come near each tile: index pairs only, for all tiles at once."""
+        n = len(self.x0)
+        buckets = TileBuckets(self.x0, self.y0, float(self.w.max()), float(self.h.max()))
+        pieces = self._short_edges()
+        sx0, sy0, sx1, sy1, _ = pieces
+        lo_x, lo_y = np.minimum(sx0, sx1), np.minimum(sy0, sy1)
+        hi_x, hi_y = np.maximum(sx0, sx1), np.maximum(sy0, sy1)
+        near_pieces = _ByTile(*buckets.join(lo_x, lo_y, hi_x, hi_y, self.tol), n)
+        pbx0, pby0, pbx1, pby1 = shapely.bounds(self.parts).T
+        near_parts = _ByTile(*buckets.join(pbx0, pby0, pbx1, pby1, 2 * self.tol), n)
+        return pieces, near_pieces, near_parts
 
     def _short_edges(self) -> tuple[np.ndarray, ...]:
         """Edges cut into pieces spanning at most one tile width and height, so that each touches
@@ -429,31 +429,42 @@ class RectCoverage:
 def _geos_union_area(parts: np.ndarray, rect: tuple[float, float, float, float]) -> float:
     """area(union(parts) ∩ rect), level-0 square pixels, by GEOS.
 
-    With more than ``_GEOS_UNION_PARTS`` polygons the rectangle is halved across its longer
-    side and each half done alone (polygons across the cut go to both), so no single union
-    holds all the polygons of a huge tile.
+    With more than ``_GEOS_UNION_PARTS`` polygons the rectangle is halved and each half done
+    alone, so no single union holds all the polygons of a huge tile.
     """
+    if len(parts) > _GEOS_UNION_PARTS:
+        halves = _halves(parts, rect)
+        if halves is not None:
+            return sum(_geos_union_area(members, half) for members, half in halves)
     x0, y0, x1, y1 = rect
     bx0, by0, bx1, by1 = shapely.bounds(parts).T
-    if len(parts) > _GEOS_UNION_PARTS:
-        if x1 - x0 >= y1 - y0:
-            mid = 0.5 * (x0 + x1)
-            halves = ((x0, y0, mid, y1), (mid, y0, x1, y1))
-        else:
-            mid = 0.5 * (y0 + y1)
-            halves = ((x0, y0, x1, mid), (x0, mid, x1, y1))
-        members = [
-            parts[(bx0 <= hx1) & (bx1 >= hx0) & (by0 <= hy1) & (by1 >= hy0)]
-            for hx0, hy0, hx1, hy1 in halves
-        ]
-        # Halving helps only while it splits the polygons (not when they all span the cut).
-        if all(len(m) < len(parts) for m in members):
-            return sum(_geos_union_area(m, half) for m, half in zip(members, halves, strict=True))
     # Polygons inside the rectangle (most cells in a tile) need no clipping.
     inside = (bx0 >= x0) & (by0 >= y0) & (bx1 <= x1) & (by1 <= y1)
     pieces = clip_pieces(parts[~inside], shapely.box(*rect), rect)
     polygonal = [p for p in (polygonal_part(g) for g in pieces) if not p.is_empty]
     return float(shapely.union_all([*parts[inside], *polygonal]).area)
+
+
+def _halves(
+    parts: np.ndarray, rect: tuple[float, float, float, float]
+) -> list[tuple[np.ndarray, tuple[float, float, float, float]]] | None:
+    """``rect`` (level 0) cut in two across its longer side, each half with the polygons whose
+    boxes meet it; None when that splits nothing (every polygon spans the cut)."""
+    x0, y0, x1, y1 = rect
+    if x1 - x0 >= y1 - y0:
+        mid = 0.5 * (x0 + x1)
+        halves = [(x0, y0, mid, y1), (mid, y0, x1, y1)]
+    else:
+        mid = 0.5 * (y0 + y1)
+        halves = [(x0, y0, x1, mid), (x0, mid, x1, y1)]
+    bx0, by0, bx1, by1 = shapely.bounds(parts).T
+    split = [
+        (parts[(bx0 <= hx1) & (bx1 >= hx0) & (by0 <= hy1) & (by1 >= hy0)], (hx0, hy0, hx1, hy1))
+        for hx0, hy0, hx1, hy1 in halves
+    ]
+    if all(len(members) < len(parts) for members, _ in split):
+        return split
+    return None
 
 
 def _clamped_terms(
