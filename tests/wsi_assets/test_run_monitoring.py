@@ -55,7 +55,7 @@ def test_monitoring_fails_a_dead_run_and_the_sweep_retries_its_slide(
     key = zombie.tags["dagster/partition"]
     watcher = daemon(tmp_path)
     try:
-        deadline = time.time() + 180
+        deadline = time.time() + 300
         status = dg.DagsterRunStatus.STARTED
         while status == dg.DagsterRunStatus.STARTED and time.time() < deadline:
             time.sleep(1)
