@@ -5,6 +5,7 @@ file and the setting that fixes it. A good demo slide beside them keeps its righ
 from __future__ import annotations
 
 import json
+import shutil
 import struct
 from pathlib import Path
 
@@ -203,17 +204,18 @@ def test_overlays_are_aligned_with_their_slide_or_refused(
     good_slide_is_right(harness)  # its mask records 8 um/px: WSI_OVERLAY_MPP=4 changes nothing
 
 
-def huge_tiff(path: Path) -> Path:
-    """A 200-byte stripped TIFF whose header claims 3,000,000 x 3,000,000 pixels at 0.25 um/px."""
+def tiny_tiff(path: Path, size: int, next_ifd: int = 0) -> Path:
+    """A 200-byte stripped TIFF whose header claims ``size`` x ``size`` pixels at 0.25 um/px
+    and whose page chain goes on at ``next_ifd`` (0: ends; 8: loops back to itself)."""
     entries = [
-        (256, 4, 1, 3_000_000),  # ImageWidth, LONG
-        (257, 4, 1, 3_000_000),  # ImageLength
+        (256, 4, 1, size),  # ImageWidth, LONG
+        (257, 4, 1, size),  # ImageLength
         (258, 3, 1, 8),  # BitsPerSample
         (259, 3, 1, 1),  # Compression: none
         (262, 3, 1, 1),  # Photometric: black is zero
         (273, 4, 1, 174),  # StripOffsets
         (277, 3, 1, 1),  # SamplesPerPixel
-        (278, 4, 1, 3_000_000),  # RowsPerStrip
+        (278, 4, 1, size),  # RowsPerStrip
         (279, 4, 1, 10),  # StripByteCounts
         (282, 5, 1, 158),  # XResolution, RATIONAL after the IFD (8 + 150 bytes)
         (283, 5, 1, 166),  # YResolution
@@ -223,7 +225,7 @@ def huge_tiff(path: Path) -> Path:
     for tag, kind, count, value in entries:
         packed = struct.pack("<HH", value, 0) if kind == 3 else struct.pack("<I", value)
         ifd += struct.pack("<HHI", tag, kind, count) + packed
-    ifd += struct.pack("<I", 0)
+    ifd += struct.pack("<I", next_ifd)
     data = b"II*\x00" + struct.pack("<I", 8) + ifd
     data += struct.pack("<II", 40_000, 1) * 2  # 40,000 px/cm = 0.25 um/px
     path.write_bytes(data.ljust(200, b"\x00"))
@@ -235,7 +237,7 @@ def test_a_header_claiming_a_huge_slide_is_refused_without_retries(
     tmp_path: Path,
     instance,
 ) -> None:
-    huge_tiff(slide_root / "huge.tiff")
+    tiny_tiff(slide_root / "huge.tiff", 3_000_000)
     harness = Harness(make_settings(slide_root, tmp_path / "out"), instance)
     harness.discover()
     result = harness.materialize("huge", raise_on_error=False)
@@ -250,3 +252,35 @@ def test_a_header_claiming_a_huge_slide_is_refused_without_retries(
     refused = small.materialize(GOOD, raise_on_error=False)
     assert not refused.success
     assert "24 tiles of 128 px, more than WSI_MAX_TILES=5" in failure_messages(refused)
+
+
+@pytest.mark.timeout(120)
+def test_damaged_slides_and_annotations_fail_their_own_partition(
+    slide_root: Path, tmp_path: Path, instance: dg.DagsterInstance
+) -> None:
+    data = (slide_root / "demo_slide_02.tiff").read_bytes()
+    (slide_root / "cut.tiff").write_bytes(data[: len(data) * 2 // 3])  # a copy cut short
+    tiny_tiff(slide_root / "loop.tiff", 64, next_ifd=8)  # its page chain loops for ever
+    shutil.copy(slide_root / "demo_slide_02.tiff", slide_root / "far.tiff")
+    vertex = [[0, 0], [100, 0], [1e12, 100], [0, 100], [0, 0]]
+    feature = {
+        "type": "Feature",
+        "properties": {"classification": {"name": "Tumor"}},
+        "geometry": {"type": "Polygon", "coordinates": [vertex]},
+    }
+    (slide_root / "far.geojson").write_text(
+        json.dumps({"type": "FeatureCollection", "features": [feature]})
+    )
+    harness = Harness(make_settings(slide_root, tmp_path / "out"), instance)
+    harness.discover()
+    for key, file, says in (
+        ("cut", "cut.tiff", "truncated"),
+        ("loop", "loop.tiff", "loop"),
+        ("far", "far.geojson", "no slide is that large"),
+    ):
+        result = harness.materialize(key, raise_on_error=False)
+        assert not result.success, key
+        message = failure_messages(result)
+        assert message.startswith(str(slide_root / file) + ": "), message
+        assert says in message, message
+    good_slide_is_right(harness)
