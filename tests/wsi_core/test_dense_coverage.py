@@ -300,8 +300,8 @@ def test_clip_to_rect_far_vertices_are_exact(big):
 _MEASURE = textwrap.dedent(
     """
     import json, resource, sys, time
-    import numpy as np, shapely
     from shapely import box
+    from benchmarks.bench_coverage import cell_polygons, square_polygons
     from wsi_core.tiling import annotation_coverage, grid_tile_array
 
     def peak_bytes():
@@ -314,26 +314,8 @@ _MEASURE = textwrap.dedent(
             pass
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
-    def cells(n, extent, rng):
-        # Star-shaped cells of radius 10-20 px with 8-30 vertices, centres uniform.
-        k = rng.integers(8, 31, n)
-        cell = np.repeat(np.arange(n), k)
-        j = np.arange(len(cell)) - np.repeat(np.cumsum(k) - k, k)
-        angle = (j + rng.uniform(-0.3, 0.3, len(cell))) * 2 * np.pi / k[cell]
-        radius = rng.uniform(10, 20, n)[cell] * rng.uniform(0.75, 1.0, len(cell))
-        centre = rng.uniform(0, extent, (n, 2))[cell]
-        xy = centre + radius[:, None] * np.c_[np.cos(angle), np.sin(angle)]
-        return shapely.polygons(shapely.linearrings(xy, indices=cell))
-
-    def squares(n, extent, rng):
-        # Axis-aligned squares of 6-16 px, corners uniform.
-        xy = rng.uniform(0, extent, (n, 2))
-        side = rng.uniform(6, 16, n)
-        return shapely.box(xy[:, 0], xy[:, 1], xy[:, 0] + side, xy[:, 1] + side)
-
     field, n, extent = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-    rng = np.random.default_rng(0)
-    polygons = (cells if field == "cells" else squares)(n, extent, rng)
+    polygons = (cell_polygons if field == "cells" else square_polygons)(n, extent)
     before = peak_bytes()
     out = {"before": before, "runs": []}
     for level in (0, 1):
