@@ -148,8 +148,9 @@ def evaluate(
     _log_skipped(context, skipped)
     taken = _within_budget(changed, by_bucket, budget)
     files = [f for b in taken for f in by_bucket.get(b, [])]
-    ready, pending = _settled(files, pipeline.registry.registered(), previous, settle)
-    new_partitions, events = _register_and_compare(context, pipeline, ready)
+    registered = pipeline.registry.registered()
+    ready, pending = _settled(files, registered, previous, settle)
+    new_partitions, events = _register_and_compare(context, pipeline, ready, registered)
     unsettled = {bucket_of(slide_key(relpath)) for relpath in pending}
     buckets = tuple(
         digests[b] if b in taken and b not in unsettled else old[b] for b in range(BUCKETS)
@@ -210,13 +211,15 @@ def _within_budget(
 
 
 def _register_and_compare(
-    context: dg.SensorEvaluationContext, pipeline: Pipeline, files: Sequence[SlideFiles]
+    context: dg.SensorEvaluationContext,
+    pipeline: Pipeline,
+    files: Sequence[SlideFiles],
+    registered: Mapping[str, float | None],
 ) -> tuple[list[str], list[dg.AssetMaterialization]]:
-    """Register the slides of ``files`` that are new to the output root; return the keys
+    """Register the slides of ``files`` that are not in ``registered`` yet; return the keys
     without a partition yet and the file versions to report. A slide whose key is held by
     another file is left out, with an error in the tick's log that names both."""
     registry = pipeline.registry
-    registered = registry.registered()
     held, clashes = registry.register(
         [f.slide.relpath for f in files if f.slide.key not in registered]
     )
