@@ -19,6 +19,19 @@ class WSIError(Exception):
         self.problem = problem
         super().__init__(f"{self.path}: {problem}" if self.path else problem)
 
+    def __reduce__(self) -> tuple:
+        # Subclasses take other constructor arguments (MissingMPPError only the path), so the
+        # default (class, args) pickle cannot rebuild them: an error raised in a Ray worker or
+        # another process would arrive as a TypeError instead of the file's problem.
+        return (_rebuild_error, (type(self), self.path, self.problem), self.__dict__)
+
+
+def _rebuild_error(cls: type[WSIError], path: str | None, problem: str) -> WSIError:
+    """Unpickle a :class:`WSIError` of any subclass without calling its own ``__init__``."""
+    error = cls.__new__(cls)
+    WSIError.__init__(error, path, problem)
+    return error
+
 
 class SlideError(WSIError):
     """A slide or overlay that cannot be opened or read."""
