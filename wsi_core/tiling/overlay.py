@@ -30,6 +30,7 @@ from shapely.geometry.base import BaseGeometry
 from wsi_core.geometry import is_axis_aligned_rectangle
 from wsi_core.reader import SlideReader
 from wsi_core.resolution import MPP
+from wsi_core.tiling.expressions import has_column_expressions
 from wsi_core.tiling.overlay_values import ValueCodes, encode_values, sort_keys
 
 # Pixel centres are tested at (c - EPS), which gives the half-open ownership described above
@@ -98,7 +99,30 @@ def tile_overlay(
 
     Returns:
         One :class:`OverlayPatch` per tile, in input order.
+
+    Called with Ray Data column expressions (``ray.data.expressions.col("tile_x")``) for any
+    of the per-tile arguments, it returns a Ray Data expression for
+    ``Dataset.with_column(name, expr)`` instead: per block, every overlay file is opened once
+    and the patches are computed by this function; the column holds per row a struct
+    ``{"data": ndarray, "mask": ndarray}`` (see :mod:`wsi_core.ray.expressions`).
     """
+    per_tile = {
+        "overlay_path": overlay_path,
+        "tile_x": tile_x,
+        "tile_y": tile_y,
+        "mpp_x": mpp_x,
+        "mpp_y": mpp_y,
+    }
+    if has_column_expressions(per_tile):
+        from wsi_core.ray.expressions import PATCHES, column_expression
+
+        return column_expression(
+            "tile_overlay",
+            tile_overlay,
+            PATCHES,
+            per_tile,
+            {"roi": roi, "overlay_mpp": overlay_mpp, "storage_options": storage_options},
+        )
     tiles = _TileInputs.of(overlay_path, tile_x, tile_y, mpp_x, mpp_y)
     patches: dict[int, OverlayPatch] = {}
     for slide, windows in _groups(roi, tiles, overlay_mpp, storage_options):
@@ -132,7 +156,80 @@ def tile_overlay_overlap(
     over each read of the overlay level, with no per-tile mask; other ROIs rasterise one mask
     per distinct sub-pixel placement. Both count exactly the pixels :func:`tile_overlay` leaves
     unmasked.
+
+    Called with Ray Data column expressions (``ray.data.expressions.col("tile_x")``) for any
+    of the per-tile arguments, it returns a Ray Data expression for
+    ``Dataset.with_column(name, expr)`` instead: per block, every overlay file is opened once
+    and the fractions are computed by :func:`overlap_fractions`; the column is a struct with
+    one field per key seen in the block (``0.0`` where a tile lacks the key) and null for a
+    tile with no counted pixel (see :mod:`wsi_core.ray.expressions`).
     """
+    per_tile = {
+        "overlay_path": overlay_path,
+        "tile_x": tile_x,
+        "tile_y": tile_y,
+        "mpp_x": mpp_x,
+        "mpp_y": mpp_y,
+    }
+    if has_column_expressions(per_tile):
+        from wsi_core.ray.expressions import FRACTIONS, column_expression
+
+        return column_expression(
+            "tile_overlay_overlap",
+            overlap_fractions,
+            FRACTIONS,
+            per_tile,
+            {"roi": roi, "overlay_mpp": overlay_mpp, "storage_options": storage_options},
+        )
+    table = overlap_fractions(
+        roi,
+        overlay_path,
+        tile_x,
+        tile_y,
+        mpp_x,
+        mpp_y,
+        overlay_mpp=overlay_mpp,
+        storage_options=storage_options,
+    )
+    return table.rows()
+
+
+class OverlapTable(NamedTuple):
+    """Value fractions of many tiles as one matrix (what :func:`tile_overlay_overlap` returns
+    as one dict per tile).
+
+    ``keys`` are the overlay values met, as strings in value order; ``fractions[i, k]`` is the
+    share of tile ``i``'s counted pixels holding ``keys[k]`` (float64, ``0.0`` where the tile
+    lacks the value); ``counted[i]`` is False for a tile with no counted pixel, whose row is
+    all zeros and means "no fractions", not "none of each value".
+    """
+
+    keys: list[str]
+    fractions: np.ndarray
+    counted: np.ndarray
+
+    def rows(self) -> list[dict[str, float] | None]:
+        """One dict per tile with every key (``0.0`` where the tile lacks it), ``None`` for a
+        tile with no counted pixel: what :func:`tile_overlay_overlap` returns."""
+        return [
+            dict(zip(self.keys, row, strict=True)) if counted else None
+            for row, counted in zip(self.fractions.tolist(), self.counted.tolist(), strict=True)
+        ]
+
+
+def overlap_fractions(
+    roi: BaseGeometry,
+    overlay_path: Any,
+    tile_x: Any,
+    tile_y: Any,
+    mpp_x: Any,
+    mpp_y: Any,
+    *,
+    overlay_mpp: MPP | None = None,
+    storage_options: Mapping[str, Any] | None = None,
+) -> OverlapTable:
+    """:func:`tile_overlay_overlap` as an :class:`OverlapTable`; the arguments and units are
+    the same (plain values only). Each overlay file is opened once per call."""
     tiles = _TileInputs.of(overlay_path, tile_x, tile_y, mpp_x, mpp_y)
     keys: dict[str, int] = {}
     bands: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
@@ -448,14 +545,11 @@ def _centre(index: np.ndarray) -> np.ndarray:
     return index + 0.5 - EPS
 
 
-def _fractions(counts: np.ndarray, keys: dict[str, int]) -> list[dict[str, float] | None]:
-    """Per-tile fraction dicts over every key of the call, keys in value order; ``None`` for
-    a tile with no counted pixel."""
+def _fractions(counts: np.ndarray, keys: dict[str, int]) -> OverlapTable:
+    """Fractions from per-value pixel counts ``(tiles, K)``, keys put in value order; a tile
+    with no counted pixel keeps a zero row and is marked not counted."""
     ordered = sort_keys(list(keys))
     counts = counts[:, [keys[key] for key in ordered]]
     totals = counts.sum(axis=1)
     fractions = counts / np.maximum(totals, 1)[:, None]
-    return [
-        dict(zip(ordered, row, strict=True)) if total else None
-        for row, total in zip(fractions.tolist(), totals.tolist(), strict=True)
-    ]
+    return OverlapTable(ordered, fractions, totals > 0)
