@@ -18,6 +18,8 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 OPEN_LOG_VARIABLE = "WSI_TEST_OPEN_LOG"
 HERE = Path(__file__).resolve().parent
 
@@ -132,3 +134,43 @@ def stop_ray() -> None:
             os.environ[name] = value
     _Session.saved_environment.clear()
     _Session.log = None
+
+
+# Comparing Ray's rows with the in-process kernels -------------------------------------------
+
+
+def by_tile(rows: list[dict]) -> dict[tuple, dict]:
+    """Rows keyed by (path, tile_x, tile_y); every key appears once."""
+    keyed = {(r["path"], r["tile_x"], r["tile_y"]): r for r in rows}
+    assert len(keyed) == len(rows)
+    return keyed
+
+
+def in_process(
+    rows: list[dict], kernel, overlay_column: str = "overlay_path", **kwargs
+) -> dict[tuple, object]:
+    """``kernel`` on plain values, one call per overlay file (named in ``overlay_column``),
+    keyed like :func:`by_tile`."""
+    out: dict[tuple, object] = {}
+    for overlay in sorted({r[overlay_column] for r in rows}):
+        group = [r for r in rows if r[overlay_column] == overlay]
+        results = kernel(
+            overlay_path=overlay,
+            tile_x=np.array([r["tile_x"] for r in group]),
+            tile_y=np.array([r["tile_y"] for r in group]),
+            mpp_x=group[0]["mpp_x"],
+            mpp_y=group[0]["mpp_y"],
+            **kwargs,
+        )
+        out.update(zip(by_tile(group), results, strict=True))
+    return out
+
+
+def assert_same_fractions(got: dict | None, want: dict | None) -> None:
+    """Ray's row equals the kernel's exactly: same non-zero fractions, every key a float
+    (0.0 for a value the tile lacks), or both null."""
+    if want is None:
+        assert got is None
+        return
+    assert got is not None and all(isinstance(v, float) for v in got.values()), got
+    assert {k: v for k, v in got.items() if v} == {k: v for k, v in want.items() if v}

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import ray_support
+from ray_support import assert_same_fractions, by_tile, in_process
 from shapely.geometry import Point, box
 
 from wsi_core.errors import MissingMPPError, SlideError, WSIError
@@ -369,40 +370,6 @@ def synthetic_tiles(synthetic, *, mpp=0.5, tile=256, stride=256):
     overlay_of = {str(synthetic[k]): str(synthetic[m]) for k, m in MASK_OF.items()}
     slides = read_slides([synthetic[k] for k in MASK_OF], mpp=mpp, tile_extent=tile, stride=stride)
     return slides.flat_map(lambda row: tile_rows(row, overlay_of[row["path"]]))
-
-
-def by_tile(rows: list[dict]) -> dict[tuple, dict]:
-    """Rows keyed by (path, tile_x, tile_y); every key appears once."""
-    keyed = {(r["path"], r["tile_x"], r["tile_y"]): r for r in rows}
-    assert len(keyed) == len(rows)
-    return keyed
-
-
-def in_process(rows: list[dict], kernel, **kwargs) -> dict[tuple, object]:
-    """``kernel`` on plain values, one call per overlay file, keyed like :func:`by_tile`."""
-    out: dict[tuple, object] = {}
-    for overlay in sorted({r["overlay_path"] for r in rows}):
-        group = [r for r in rows if r["overlay_path"] == overlay]
-        results = kernel(
-            overlay_path=overlay,
-            tile_x=np.array([r["tile_x"] for r in group]),
-            tile_y=np.array([r["tile_y"] for r in group]),
-            mpp_x=group[0]["mpp_x"],
-            mpp_y=group[0]["mpp_y"],
-            **kwargs,
-        )
-        out.update(zip(by_tile(group), results, strict=True))
-    return out
-
-
-def assert_same_fractions(got: dict | None, want: dict | None) -> None:
-    """Ray's row equals the kernel's exactly: same non-zero fractions, every key a float
-    (0.0 for a value the tile lacks), or both null."""
-    if want is None:
-        assert got is None
-        return
-    assert got is not None and all(isinstance(v, float) for v in got.values()), got
-    assert {k: v for k, v in got.items() if v} == {k: v for k, v in want.items() if v}
 
 
 @pytest.mark.parametrize(
