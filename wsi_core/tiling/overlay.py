@@ -21,7 +21,7 @@ import functools
 import math
 import os
 from collections.abc import Mapping
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, overload
 
 import numpy as np
 import shapely
@@ -32,6 +32,9 @@ from wsi_core.reader import SlideReader
 from wsi_core.resolution import MPP
 from wsi_core.tiling.expressions import has_column_expressions
 from wsi_core.tiling.overlay_values import ValueCodes, encode_values, sort_keys
+
+if TYPE_CHECKING:  # for the overloads only: Ray is imported when expressions are given
+    from ray.data.expressions import Expr, UDFExpr
 
 # Pixel centres are tested at (c - EPS), which gives the half-open ownership described above
 # without a special case for centres that fall exactly on an edge.
@@ -73,6 +76,48 @@ class _Windows(NamedTuple):
     level: int  # the overlay level the windows are on
 
 
+@overload
+def tile_overlay(
+    roi: BaseGeometry,
+    overlay_path: Expr,
+    tile_x: Any,
+    tile_y: Any,
+    mpp_x: Any,
+    mpp_y: Any,
+    *,
+    overlay_mpp: MPP | None = ...,
+    storage_options: Mapping[str, Any] | None = ...,
+) -> UDFExpr: ...
+
+
+@overload
+def tile_overlay(
+    roi: BaseGeometry,
+    overlay_path: Any,
+    tile_x: Expr,
+    tile_y: Any,
+    mpp_x: Any,
+    mpp_y: Any,
+    *,
+    overlay_mpp: MPP | None = ...,
+    storage_options: Mapping[str, Any] | None = ...,
+) -> UDFExpr: ...
+
+
+@overload
+def tile_overlay(
+    roi: BaseGeometry,
+    overlay_path: Any,
+    tile_x: Any,
+    tile_y: Any,
+    mpp_x: Any,
+    mpp_y: Any,
+    *,
+    overlay_mpp: MPP | None = ...,
+    storage_options: Mapping[str, Any] | None = ...,
+) -> list[OverlayPatch]: ...
+
+
 def tile_overlay(
     roi: BaseGeometry,
     overlay_path: Any,
@@ -83,7 +128,7 @@ def tile_overlay(
     *,
     overlay_mpp: MPP | None = None,
     storage_options: Mapping[str, Any] | None = None,
-) -> list[OverlayPatch]:
+) -> list[OverlayPatch] | UDFExpr:
     """The overlay patch under the ROI of every tile.
 
     Args:
@@ -132,6 +177,48 @@ def tile_overlay(
     return [patches[position] for position in range(tiles.size)]
 
 
+@overload
+def tile_overlay_overlap(
+    roi: BaseGeometry,
+    overlay_path: Expr,
+    tile_x: Any,
+    tile_y: Any,
+    mpp_x: Any,
+    mpp_y: Any,
+    *,
+    overlay_mpp: MPP | None = ...,
+    storage_options: Mapping[str, Any] | None = ...,
+) -> UDFExpr: ...
+
+
+@overload
+def tile_overlay_overlap(
+    roi: BaseGeometry,
+    overlay_path: Any,
+    tile_x: Expr,
+    tile_y: Any,
+    mpp_x: Any,
+    mpp_y: Any,
+    *,
+    overlay_mpp: MPP | None = ...,
+    storage_options: Mapping[str, Any] | None = ...,
+) -> UDFExpr: ...
+
+
+@overload
+def tile_overlay_overlap(
+    roi: BaseGeometry,
+    overlay_path: Any,
+    tile_x: Any,
+    tile_y: Any,
+    mpp_x: Any,
+    mpp_y: Any,
+    *,
+    overlay_mpp: MPP | None = ...,
+    storage_options: Mapping[str, Any] | None = ...,
+) -> list[dict[str, float] | None]: ...
+
+
 def tile_overlay_overlap(
     roi: BaseGeometry,
     overlay_path: Any,
@@ -142,7 +229,7 @@ def tile_overlay_overlap(
     *,
     overlay_mpp: MPP | None = None,
     storage_options: Mapping[str, Any] | None = None,
-) -> list[dict[str, float] | None]:
+) -> list[dict[str, float] | None] | UDFExpr:
     """The fraction of each tile's counted overlay pixels that holds each overlay value.
 
     Arguments as for :func:`tile_overlay`. Fractions are per pixel; keys are the values as

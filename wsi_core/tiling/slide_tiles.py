@@ -8,12 +8,57 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any, overload
 
 import numpy as np
 
 from wsi_core.reader import Background
 from wsi_core.tiling.expressions import has_column_expressions
+
+if TYPE_CHECKING:  # for the overloads only: Ray is imported when expressions are given
+    from ray.data.expressions import Expr, UDFExpr
+
+
+@overload
+def read_slide_tiles(
+    path: Expr,
+    tile_x: Any,
+    tile_y: Any,
+    tile_extent_x: Any,
+    tile_extent_y: Any,
+    level: Any,
+    *,
+    background: Background = ...,
+    storage_options: Mapping[str, Any] | None = ...,
+) -> UDFExpr: ...
+
+
+@overload
+def read_slide_tiles(
+    path: Any,
+    tile_x: Expr,
+    tile_y: Any,
+    tile_extent_x: Any,
+    tile_extent_y: Any,
+    level: Any,
+    *,
+    background: Background = ...,
+    storage_options: Mapping[str, Any] | None = ...,
+) -> UDFExpr: ...
+
+
+@overload
+def read_slide_tiles(
+    path: Any,
+    tile_x: Any,
+    tile_y: Any,
+    tile_extent_x: Any,
+    tile_extent_y: Any,
+    level: Any,
+    *,
+    background: Background = ...,
+    storage_options: Mapping[str, Any] | None = ...,
+) -> list[np.ndarray]: ...
 
 
 def read_slide_tiles(
@@ -26,7 +71,7 @@ def read_slide_tiles(
     *,
     background: Background = 255,
     storage_options: Mapping[str, Any] | None = None,
-) -> list[np.ndarray]:
+) -> list[np.ndarray] | UDFExpr:
     """The RGB pixels of every tile, exactly as
     :meth:`~wsi_core.reader.SlideReader.read_tile` gives them.
 
