@@ -606,3 +606,50 @@ def test_wsi_errors_survive_pickling():
         copy = pickle.loads(pickle.dumps(error))
         assert type(copy) is type(error)
         assert (str(copy), copy.path, copy.problem) == (str(error), error.path, error.problem)
+
+
+def test_listing_through_a_local_fsspec_file_system_and_chosen_extensions(synthetic):
+    """No Ray here: the listing runs on the driver."""
+    import fsspec
+
+    from wsi_core.ray import expand_slide_paths
+
+    root = synthetic["root"]
+    want = sorted(str(synthetic[k]) for k in ("a", "a_mask", "b", "b_mask"))
+    local = expand_slide_paths(str(root), filesystem=fsspec.filesystem("file"))
+    # The local file system gives plain paths, so OpenSlide formats stay readable.
+    assert local.paths == want and local.storage_options is None
+    assert expand_slide_paths(f"file://{root}").paths == want
+    assert expand_slide_paths([root, synthetic["a"]], extensions=[".TIFF"]).paths == want
+    only_b = expand_slide_paths(root, extensions=(".tiff",))  # case-insensitive: b.TIFF too
+    assert only_b.paths == want
+    assert expand_slide_paths(root / "notes.txt").paths == [str(root / "notes.txt")]
+
+
+def test_block_kernel_on_empty_and_null_columns(synthetic):
+    """Ray's per-block callable, called as Ray calls it: an empty block gives an empty
+    column, a null per-tile value is refused by name."""
+    import pyarrow as pa
+
+    expression = tile_overlay_overlap(
+        box(0, 0, 64, 64), col("overlay_path"), col("tile_x"), col("tile_y"), 0.5, 0.5
+    )
+    empty = expression.fn(
+        overlay_path=pa.chunked_array([], pa.string()),
+        tile_x=pa.chunked_array([], pa.int64()),
+        tile_y=pa.chunked_array([], pa.int64()),
+    )
+    assert len(empty) == 0
+    with pytest.raises(ValueError, match="column 'tile_x' has 1 null values"):
+        expression.fn(
+            overlay_path=pa.chunked_array([[str(synthetic["a_mask"])] * 2]),
+            tile_x=pa.chunked_array([[0, None]], pa.int64()),
+            tile_y=pa.chunked_array([[0, 0]]),
+        )
+    column = expression.fn(
+        overlay_path=pa.chunked_array([[str(synthetic["a_mask"])] * 2]),
+        tile_x=pa.chunked_array([[0, 9000]], pa.int64()),
+        tile_y=pa.chunked_array([[0, 0]]),
+    )
+    want = tile_overlay_overlap(box(0, 0, 64, 64), synthetic["a_mask"], [0, 9000], 0, 0.5, 0.5)
+    assert column.to_pylist() == want and want[1] is None

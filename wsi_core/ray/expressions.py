@@ -29,6 +29,15 @@ Column representations (Arrow blocks; a pandas block gets the same values as Pyt
 
 Tensors are Ray's tensor extension arrays: fixed-shape where every row of the block has the
 same shape, variable-shaped otherwise.
+
+The expression is also a batch function (:class:`KernelExpr`), so
+``Dataset.add_column(name, expr)``, as the seed documents write it, works too: then each
+``map_batches`` batch is one call, and each file is opened once per batch.
+
+Errors: a file's problem inside a block is the kernel's :class:`~wsi_core.errors.WSIError`
+naming the file; Ray Data raises it on the driver wrapped in its ``UserCodeException`` (the
+file's error is the cause, and its message is in the text), or as itself with
+``DataContext.raise_original_map_exception = True``.
 """
 
 from __future__ import annotations
@@ -58,8 +67,7 @@ def column_expression(
 ) -> Any:
     """A Ray Data UDF expression that computes ``kernel`` over each block.
 
-    Typed ``Any`` on purpose: the kernels return it from their expression branch and keep
-    their plain-value return types for type checkers.
+    Typed ``Any``: the kernels' overloads say what their callers get (a ``UDFExpr``).
 
     Args:
         name: The public function's name, shown in Ray's plans and errors.

@@ -58,7 +58,9 @@ def expand_slide_paths(
     cannot make the listing endless). Entries are local paths, fsspec URLs (``s3://bucket/
     prefix``, listed with ``storage_options``), or, with ``filesystem`` (an fsspec
     ``AbstractFileSystem``), paths inside that file system: its files are then opened by URL
-    with its own ``storage_options`` unless others are given.
+    with its own ``storage_options`` unless others are given. Files of the local file system
+    come back as plain absolute paths however they were named (``file://`` too), so that
+    OpenSlide formats stay readable.
 
     Raises :class:`~wsi_core.errors.SlideError` naming an entry that does not exist, and
     ``ValueError`` when nothing at all is found (an empty folder is more often a wrong path
