@@ -118,6 +118,7 @@ def materialize_result(
 ) -> dg.MaterializeResult:
     """The result of one slide's materialization of one table."""
     return dg.MaterializeResult(
+        asset_key=built.table,
         metadata=table_metadata(built, settings),
         data_version=dg.DataVersion(built.stored.content_hash),
         check_results=checks or [],
