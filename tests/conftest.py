@@ -74,3 +74,27 @@ def postgres_url():
         except PostgresUnavailable as error:
             pytest.skip(str(error))
         yield url
+
+
+@pytest.fixture(scope="session")
+def two_node_ray_cluster():
+    """A real two-node Ray cluster on this machine for the whole session
+    (``tests/ray_cluster.py``): a head and a worker node, one CPU each, a custom resource per
+    node, free ports, a temp dir per node and a token of its own. Yields a
+    ``ray_cluster.RayCluster``; drivers run as subprocesses with ``cluster.env()``
+    (``RAY_ADDRESS``), never in the pytest process. Skips where Ray's CLI or /proc is missing;
+    a cluster that fails to start is an error. At the end no process of it may survive and
+    none of its ports may still be listened on."""
+    from contextlib import ExitStack
+
+    from ray_cluster import RayClusterUnavailable, listening_sockets, start_ray_cluster
+
+    with ExitStack() as stack:
+        try:
+            cluster = stack.enter_context(start_ray_cluster())
+        except RayClusterUnavailable as error:
+            pytest.skip(str(error))
+        yield cluster
+        ports = cluster.listening_ports()
+    assert cluster.pids() == set()
+    assert ports.isdisjoint(port for port, _ in listening_sockets())
