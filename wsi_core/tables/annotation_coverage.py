@@ -24,6 +24,7 @@ from shapely.geometry.base import BaseGeometry
 
 from wsi_core.geometry import polygonal_part
 from wsi_core.parsers import open_annotations
+from wsi_core.progress import Progress
 from wsi_core.tables.schemas import TILE_KEY_COLUMNS, coverage_column, coverage_schema
 from wsi_core.tiling import annotation_coverage
 
@@ -83,11 +84,14 @@ def measure_coverage(
     extent0: tuple[int, int] | None = None,
     label_property: str | None = None,
     storage_options: Mapping[str, Any] | None = None,
+    progress: Progress | None = None,
 ) -> tuple[dict[str, np.ndarray], CoverageFacts]:
     """Coverage per class for every tile of ``grid`` (a ``tile_grid`` table) from the
     annotation file at ``annotation`` (a local path or fsspec URL). ``roi`` is in
     tile-relative level pixels; ``extent0`` is the slide's level-0 (width, height), the
-    polygons are clipped to; ``label_property`` says where the class label is."""
+    polygons are clipped to; ``label_property`` says where the class label is.
+    ``progress(done, total)`` hears of the work done in tiles: with k classes, each tile
+    measured for one class counts 1/k."""
     parser = open_annotations(
         annotation, label_property=label_property, storage_options=storage_options
     )
@@ -97,15 +101,39 @@ def measure_coverage(
     coverage: dict[str, np.ndarray] = {}
     polygons: dict[str, int] = {}
     clipped = 0
-    for name, pattern in classes.items():
+    overall = _ClassProgress(progress, len(origins), len(classes))
+    for index, (name, pattern) in enumerate(classes.items()):
         shapes, beyond = clip_to_slide(parser.get_class_polygons(pattern), extent0)
         polygons[name] = len(shapes)
         clipped += beyond
         coverage[name] = np.asarray(
-            annotation_coverage(shapes, roi, origins, downsample), dtype=np.float64
+            annotation_coverage(shapes, roi, origins, downsample, progress=overall.of(index)),
+            dtype=np.float64,
         )
     unmatched = unmatched_labels(parser.label_counts(), classes)
     return coverage, CoverageFacts(parser.class_labels(), polygons, unmatched, clipped)
+
+
+class _ClassProgress:
+    """One slide's progress over its classes' kernel calls: class ``index`` having measured
+    ``done`` of ``tiles`` tiles is ``(index * tiles + done) / classes`` tiles of work done.
+    Reports only growing counts; nothing without a ``progress``."""
+
+    def __init__(self, progress: Progress | None, tiles: int, classes: int) -> None:
+        self.progress, self.tiles, self.classes = progress, tiles, max(classes, 1)
+        self.reported = -1
+
+    def of(self, index: int) -> Progress | None:
+        if self.progress is None:
+            return None
+
+        def report(done: int, _total: int) -> None:
+            overall = (index * self.tiles + done) // self.classes
+            if overall > self.reported and self.progress is not None:
+                self.reported = overall
+                self.progress(overall, self.tiles)
+
+        return report
 
 
 def coverage_table(
@@ -131,10 +159,11 @@ def build_annotation_coverage(
     extent0: tuple[int, int] | None = None,
     label_property: str | None = None,
     storage_options: Mapping[str, Any] | None = None,
+    progress: Progress | None = None,
 ) -> tuple[pa.Table, CoverageFacts | None]:
     """The ``annotation_coverage`` table of one slide, and what its annotation file held
     (None when ``annotation`` is None: the slide has no annotation file). See
-    :func:`measure_coverage` for the arguments."""
+    :func:`measure_coverage` for the arguments (``progress`` included)."""
     if annotation is None:
         return coverage_table(grid, classes, None), None
     coverage, facts = measure_coverage(
@@ -145,6 +174,7 @@ def build_annotation_coverage(
         extent0=extent0,
         label_property=label_property,
         storage_options=storage_options,
+        progress=progress,
     )
     return coverage_table(grid, classes, coverage), facts
 

@@ -29,11 +29,12 @@ import pyarrow as pa
 from shapely.geometry.base import BaseGeometry
 
 from wsi_core.errors import MissingMPPError, SlideError
+from wsi_core.progress import Progress
 from wsi_core.resolution import MPP
 from wsi_core.slide import open_slide
 from wsi_core.tables.schemas import OVERLAY_OVERLAP_SCHEMA, TILE_KEY_COLUMNS
 from wsi_core.tables.slide_metadata import base_resolution
-from wsi_core.tiling import tile_overlay_overlap
+from wsi_core.tiling import overlap_fractions
 
 #: Overlay values that count as background (not tissue): black, grey or RGB.
 BACKGROUND_VALUES = frozenset({"0", "0,0,0"})
@@ -138,14 +139,15 @@ def measure_overlap(
     roi: BaseGeometry,
     overlay_mpp: MPP | None = None,
     storage_options: Mapping[str, Any] | None = None,
+    progress: Progress | None = None,
 ) -> list[Fractions]:
     """Value fractions for every tile of ``grid`` (a ``tile_grid`` table) from the overlay at
     ``overlay`` (a local path, or a URL ``open_slide`` reads). ``roi`` is in tile-relative
     level pixels; ``overlay_mpp`` is the overlay's level-0 resolution (micrometres per
-    pixel) to use instead of its own."""
+    pixel) to use instead of its own; ``progress(done, total)`` hears of tiles counted."""
     if grid.num_rows == 0:
         return []
-    return tile_overlay_overlap(
+    return overlap_fractions(
         roi,
         overlay,
         grid["tile_x"].to_numpy(),
@@ -154,7 +156,8 @@ def measure_overlap(
         float(grid["mpp_y"][0].as_py()),
         overlay_mpp=overlay_mpp,
         storage_options=storage_options,
-    )
+        progress=progress,
+    ).rows()
 
 
 def tissue_fraction(fractions: Fractions) -> float | None:
@@ -180,14 +183,16 @@ def build_overlay_overlap(
     roi: BaseGeometry,
     alignment: Alignment | None = None,
     storage_options: Mapping[str, Any] | None = None,
+    progress: Progress | None = None,
 ) -> tuple[pa.Table, list[str] | None]:
     """The ``overlay_overlap`` table of one slide, and the overlay values seen in it (None
     when ``overlay`` is None: the slide has no overlay file). ``alignment`` (from
-    :func:`align_overlay`) gives the overlay's resolution; None: the file's own."""
+    :func:`align_overlay`) gives the overlay's resolution; None: the file's own.
+    ``progress(done, total)`` hears of tiles counted."""
     if overlay is None:
         return overlap_table(grid, None), None
     mpp = None if alignment is None else alignment.mpp
-    fractions = measure_overlap(grid, overlay, roi, mpp, storage_options)
+    fractions = measure_overlap(grid, overlay, roi, mpp, storage_options, progress)
     seen = sorted({value for row in fractions if row for value in row})
     return overlap_table(grid, fractions), seen
 

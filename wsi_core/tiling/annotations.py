@@ -29,7 +29,7 @@ works through the tiles in batches sized by the annotation vertices or edges the
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TypeAlias
 
 import numpy as np
@@ -44,6 +44,7 @@ from wsi_core.geometry import (
     polygonal_part,
     valid_polygon_parts,
 )
+from wsi_core.progress import Progress, Throttled
 from wsi_core.tiling.ragged import bounded_chunks, sum_by
 from wsi_core.tiling.rect_coverage import RectCoverage
 from wsi_core.tiling.tile_buckets import TileBuckets
@@ -325,11 +326,15 @@ def annotation_coverage(
     roi: Polygon | MultiPolygon,
     coordinates: Iterable[Sequence[float]] | np.ndarray,
     downsample: Downsample,
+    *,
+    progress: Progress | None = None,
 ) -> np.ndarray:
     """Coverage fraction of every tile: ``area(union(annotations) ∩ placed ROI) / area(ROI)``.
 
     Same arguments and frames as :func:`tile_annotations`; returns a float64 array ``(N,)`` in
     ``[0, 1]`` equal to ``geometry.area / roi.area`` of the geometries it yields, to rounding.
+    ``progress(done, total)`` hears of the tiles measured, batch by batch (see
+    :class:`~wsi_core.progress.Throttled`).
 
     For an axis-aligned rectangular ROI (the usual tile box) a NumPy kernel computes each
     tile's area exactly (Green's theorem) from only the annotation edges near that tile plus one
@@ -351,25 +356,34 @@ def annotation_coverage(
     origins = _as_origins(coordinates)
     parts = _parts_near_grid(annotations, roi, origins, ds)
     n = len(origins)
+    reporter = Throttled(progress, n)
     if n == 0 or len(parts) == 0:
+        reporter.finish()
         return np.zeros(n, dtype=np.float64)
     if is_axis_aligned_rectangle(roi):
-        coverage = RectCoverage(parts, roi.bounds, origins, ds).coverage()
+        coverage = RectCoverage(parts, roi.bounds, origins, ds).coverage(reporter.add)
     else:
-        coverage = _general_coverage(parts, roi, origins, ds)
+        coverage = _general_coverage(parts, roi, origins, ds, reporter.add)
+    reporter.finish()
     return np.clip(coverage, 0.0, 1.0)
 
 
 def _general_coverage(
-    parts: np.ndarray, roi: Geometry, origins: np.ndarray, ds: tuple[float, float]
+    parts: np.ndarray,
+    roi: Geometry,
+    origins: np.ndarray,
+    ds: tuple[float, float],
+    done: Callable[[int], None] | None = None,
 ) -> np.ndarray:
     """Coverage fractions by GEOS for any ROI shape: the ROIs are placed at level 0 and
     intersected with the annotation parts (level 0) there, batch by batch
-    (:func:`_tile_batches`)."""
+    (:func:`_tile_batches`); ``done(tiles)`` hears of each batch."""
     index = _Index(parts)
     coverage = np.zeros(len(origins), dtype=np.float64)
     for start, stop in _tile_batches(parts, roi, origins, ds):
         coverage[start:stop] = _batch_coverage(index, roi, origins[start:stop], ds)
+        if done is not None:
+            done(stop - start)
     return coverage
 
 

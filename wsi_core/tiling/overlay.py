@@ -28,6 +28,7 @@ import shapely
 from shapely.geometry.base import BaseGeometry
 
 from wsi_core.geometry import is_axis_aligned_rectangle
+from wsi_core.progress import Progress, Throttled
 from wsi_core.reader import SlideReader
 from wsi_core.resolution import MPP
 from wsi_core.tiling.expressions import has_column_expressions
@@ -314,13 +315,17 @@ def overlap_fractions(
     *,
     overlay_mpp: MPP | None = None,
     storage_options: Mapping[str, Any] | None = None,
+    progress: Progress | None = None,
 ) -> OverlapTable:
     """:func:`tile_overlay_overlap` as an :class:`OverlapTable`; the arguments and units are
-    the same (plain values only). Each overlay file is opened once per call."""
+    the same (plain values only). Each overlay file is opened once per call.
+    ``progress(done, total)`` hears of the tiles counted, read by read of the overlay (see
+    :class:`~wsi_core.progress.Throttled`)."""
     tiles = _TileInputs.of(overlay_path, tile_x, tile_y, mpp_x, mpp_y)
     keys: dict[str, int] = {}
     bands: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
     count = _count_box if is_axis_aligned_rectangle(roi) else _count_masked
+    reporter = Throttled(progress, tiles.size)
     for slide, windows in _groups(roi, tiles, overlay_mpp, storage_options):
         for rows, region, rx, ry in _read_bands(slide, windows):
             values = encode_values(region)
@@ -330,6 +335,8 @@ def overlap_fractions(
             bands.append(
                 (windows.positions[rows], columns, count(roi, windows, rows, values, rx, ry))
             )
+            reporter.add(len(rows))
+    reporter.finish()
     counts = np.zeros((tiles.size, len(keys)), dtype=np.int64)
     for index, columns, band in bands:
         counts[np.ix_(index, columns)] += band

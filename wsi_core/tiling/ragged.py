@@ -8,7 +8,7 @@ level-0 square pixels).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 import numpy as np
 
@@ -71,3 +71,11 @@ def bounded_chunks(counts: np.ndarray, budget: float) -> Iterator[tuple[int, int
         stop = max(stop, start + 1)
         yield start, stop
         start = stop
+
+
+def at_most(ranges: Iterable[tuple[int, int]], size: int) -> Iterator[tuple[int, int]]:
+    """``ranges`` ``[start, stop)`` with each range longer than ``size`` split into runs of
+    ``size`` (the last one shorter)."""
+    for start, stop in ranges:
+        for lo in range(start, stop, size):
+            yield lo, min(lo + size, stop)

@@ -9,13 +9,14 @@ square pixels; :meth:`RectCoverage.coverage` returns them as fractions of each t
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import NamedTuple
 
 import numpy as np
 import shapely
 
 from wsi_core.geometry import clip_pieces, polygonal_part
-from wsi_core.tiling.ragged import bounded_chunks, group_bounds, ragged_expand, sum_by
+from wsi_core.tiling.ragged import at_most, bounded_chunks, group_bounds, ragged_expand, sum_by
 from wsi_core.tiling.tile_buckets import TileBuckets
 from wsi_core.tiling.tile_union import TileUnion
 
@@ -25,6 +26,8 @@ _CLAMP_CHUNK_EDGES = 1 << 20
 # (edge piece, tile) rows plus (polygon, tile) pairs per chunk of tiles. A row costs about
 # 300 bytes of temporaries, so a chunk stays near 100 MB however dense the polygons.
 _CHUNK_ROWS = 1 << 18
+# ... and at most this many tiles, so that a long call reports its progress now and then.
+_CHUNK_TILES = 1 << 15
 
 # A tile where several polygons meet goes to GEOS rather than to TileUnion when their union
 # has more clipped edges than this in it: TileUnion's pair work grows with the square of a
@@ -217,17 +220,22 @@ class RectCoverage:
         # Rings come part by part, so each part's edges are one contiguous run.
         self.part_first, self.part_count = group_bounds(self.edge_part, len(self.parts))
 
-    def coverage(self) -> np.ndarray:
+    def coverage(self, done: Callable[[int], None] | None = None) -> np.ndarray:
         """Coverage fraction of every tile (area covered / tile area), float64 ``(N,)``,
-        computed for chunks of tiles with about ``_CHUNK_ROWS`` rows and pairs each."""
+        computed for chunks of tiles with about ``_CHUNK_ROWS`` rows and pairs each, and
+        ``_CHUNK_TILES`` tiles at most; ``done(tiles)`` hears of each chunk. A tile's value
+        does not depend on the chunk it is in."""
         coverage = np.zeros(len(self.x0))
         if len(self.ex0) == 0:
             return coverage
         pieces, near_pieces, near_parts = self._joins()
-        for lo, hi in bounded_chunks(near_pieces.count + near_parts.count, _CHUNK_ROWS):
+        chunks = bounded_chunks(near_pieces.count + near_parts.count, _CHUNK_ROWS)
+        for lo, hi in at_most(chunks, _CHUNK_TILES):
             rows = self._rows(pieces, *near_pieces.take(lo, hi))
             pairs = self._pairs(*near_parts.take(lo, hi), rows)
             coverage[lo:hi] = self._chunk_coverage(lo, hi, rows, pairs)
+            if done is not None:
+                done(hi - lo)
         return coverage
 
     def _joins(self) -> tuple[tuple[np.ndarray, ...], _ByTile, _ByTile]:
