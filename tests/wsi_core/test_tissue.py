@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from shapely.geometry import box
+from skimage.color import rgb2hsv
 from skimage.morphology import dilation, disk, erosion, footprint_rectangle
 
 from benchmarks.tissue_pictures import (
@@ -33,6 +34,7 @@ from wsi_core.tissue import (
     read_tissue_mask,
     write_tissue_mask,
 )
+from wsi_core.tissue.detect import saturation_value_hue
 
 SLIDE_MPP = 2.0  # micrometres per level-0 pixel of the synthetic slides
 SHAPE = (1536, 2048)  # level 0, (height, width)
@@ -126,6 +128,21 @@ def test_a_level_too_large_to_read_is_refused_naming_the_slide(slides) -> None:
         pytest.raises(SlideError, match=r"flat\.tiff: its level closest to 8 um/px is level 0"),
     ):
         read_low_resolution(slide, 8.0, max_read_pixels=2048 * 1536 - 1)
+
+
+def test_hsv_equals_scikit_image() -> None:
+    """The float32 HSV of the detection against skimage's rgb2hsv (float64), on random
+    pixels and the corner cases: black, white, grey, pure primaries, hue near 0 and 360."""
+    rng = np.random.default_rng(11)
+    rgb = rng.integers(0, 256, (200, 300, 3), dtype=np.uint8)
+    corners = [(0, 0, 0), (255, 255, 255), (7, 7, 7), (255, 0, 0), (0, 255, 0), (0, 0, 255)]
+    rgb[0, :8] = [*corners, (255, 0, 1), (255, 1, 0)]
+    ours = saturation_value_hue(rgb)
+    reference = rgb2hsv(rgb)
+    np.testing.assert_allclose(ours.saturation, reference[..., 1], atol=1e-6)
+    np.testing.assert_allclose(ours.value, reference[..., 2], atol=1e-6)
+    hue_gap = np.abs(ours.hue - 360 * reference[..., 0])
+    assert np.minimum(hue_gap, 360 - hue_gap).max() < 1e-3
 
 
 def test_parameters_are_checked() -> None:

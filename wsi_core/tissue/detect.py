@@ -3,7 +3,7 @@
 The method, in the order it runs (every size is in micrometres and converted to pixels at the
 picture's resolution, so the result does not depend on the level a slide happens to have):
 
-1. **Colour.** Each pixel's HSV saturation, value and hue (scikit-image ``rgb2hsv``).
+1. **Colour.** Each pixel's HSV saturation, value and hue (as scikit-image's ``rgb2hsv``).
    Stained tissue is coloured; background is not, whatever its brightness.
 2. **Dark pixels** (value below ``dark_value``) are not candidates: slide-glass edges and
    cover-slip borders, black pen, label and out-of-focus debris appear as near-black, low
@@ -36,13 +36,13 @@ from __future__ import annotations
 
 import inspect
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
-from skimage.color import rgb2hsv
 from skimage.filters import threshold_otsu
 from skimage.morphology import closing, disk, remove_small_holes, remove_small_objects
 
-#: Picture rows converted to HSV at a time: rgb2hsv works in float64, 24 bytes per pixel.
+#: Picture pixels converted to HSV at a time (a few float32 temporaries each).
 HSV_ROWS_PIXELS = 2**21
 
 
@@ -106,27 +106,55 @@ def classify_tissue(
 def _colour_rules(
     rgb: np.ndarray, parameters: TissueParameters
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Saturation (float32), dark pixels and pen pixels of ``rgb``, converted in row bands so
-    that rgb2hsv's float64 copy stays small."""
+    """Saturation (float32), dark pixels and pen pixels of ``rgb``, in row bands so that the
+    float temporaries stay small."""
     height, width = rgb.shape[:2]
     saturation = np.empty((height, width), dtype=np.float32)
     dark = np.empty((height, width), dtype=bool)
     pen = np.zeros((height, width), dtype=bool)
     rows = max(1, HSV_ROWS_PIXELS // max(1, width))
     for y in range(0, height, rows):
-        hsv = rgb2hsv(rgb[y : y + rows])
-        saturation[y : y + rows] = hsv[..., 1]
-        dark[y : y + rows] = hsv[..., 2] < parameters.dark_value
+        band = slice(y, y + rows)
+        hsv = saturation_value_hue(rgb[band])
+        saturation[band] = hsv.saturation
+        dark[band] = hsv.value < parameters.dark_value
         if parameters.pen_hue is not None:
-            low, high = (value / 360.0 for value in parameters.pen_hue)
-            hue = hsv[..., 0]
-            pen[y : y + rows] = (
-                (hue >= low)
-                & (hue <= high)
-                & (hsv[..., 1] > parameters.min_saturation)
-                & ~dark[y : y + rows]
+            low, high = parameters.pen_hue
+            pen[band] = (
+                (hsv.hue >= low)
+                & (hsv.hue <= high)
+                & (hsv.saturation > parameters.min_saturation)
+                & ~dark[band]
             )
     return saturation, dark, pen
+
+
+class HSV(NamedTuple):
+    """HSV of an RGB picture: saturation and value in [0, 1], hue in degrees [0, 360)
+    (0 where the pixel is grey), all float32."""
+
+    saturation: np.ndarray
+    value: np.ndarray
+    hue: np.ndarray
+
+
+def saturation_value_hue(rgb: np.ndarray) -> HSV:
+    """The HSV of ``rgb`` (``uint8`` ``(..., 3)``), as ``skimage.color.rgb2hsv`` defines it
+    (hue in degrees here), in float32: rgb2hsv works in float64 and is several times slower
+    on the megapixel pictures this module sees."""
+    red, green, blue = (rgb[..., i].astype(np.float32) for i in range(3))
+    top = np.maximum(np.maximum(red, green), blue)
+    chroma = top - np.minimum(np.minimum(red, green), blue)
+    grey = chroma == 0
+    safe = np.where(grey, 1, chroma)
+    hue = np.where(
+        top == red,
+        ((green - blue) / safe) % 6,
+        np.where(top == green, (blue - red) / safe + 2, (red - green) / safe + 4),
+    )
+    hue = np.where(grey, 0, hue * 60)
+    saturation = chroma / np.where(top == 0, 1, top)
+    return HSV(saturation, top / 255, hue.astype(np.float32))
 
 
 def _threshold(saturation: np.ndarray, parameters: TissueParameters) -> float:
