@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-SUITES = ("bench_coverage", "bench_overlay", "bench_ray", "bench_automation")
+SUITES = ("bench_coverage", "bench_overlay", "bench_tissue", "bench_ray", "bench_automation")
 
 
 def _line(row: dict) -> str:
