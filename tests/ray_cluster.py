@@ -8,9 +8,13 @@ Ray from ``ray_support.py``, and a process holds one Ray connection only), and y
 ``resources`` (a custom resource per node, to pin tasks to it), ``env()`` for subprocess
 drivers, ``run_driver()``, ``logs`` and the measured ``startup_seconds``. On exit, even when
 the body raises, every process of the cluster is stopped: SIGTERM to each ``ray start`` group,
-SIGKILL to what is left, then a sweep of ``/proc`` for anything else of this cluster. Never
-``ray stop``: it kills every Ray on the machine (the session's local Ray, other agents').
-The ``two_node_ray_cluster`` fixture in ``tests/conftest.py`` starts one per session.
+SIGKILL to what is left, then a sweep of ``/proc`` for anything else of this cluster: Ray's
+workers leave the group (they call ``setsid``) and rename themselves (``ray::IDLE``), so they
+are found by the log files they hold open under the cluster's temp dir; a driver still
+connected when the cluster stops holds such files too and is killed with it (never the
+calling process). Never ``ray stop``: it kills every Ray on the machine (the session's local
+Ray, other agents'). The ``two_node_ray_cluster`` fixture in ``tests/conftest.py`` starts one
+per session.
 
 What it isolates, and what Ray 2.60 does not let it:
 
@@ -26,7 +30,8 @@ What it isolates, and what Ray 2.60 does not let it:
   does not join this cluster.
 - Authentication: Ray 2.60 turns token authentication on by default and would share
   ``~/.ray/auth_token`` with every other Ray of the user; this cluster gets a token of its own
-  in ``RAY_AUTH_TOKEN`` (``env()`` passes it to drivers), and no file in the home folder.
+  in ``RAY_AUTH_TOKEN``, which ``env()`` passes to drivers; nothing is written to the home
+  folder. A driver with another token is refused (after about 20 s of retries).
 - Network: ``--node-ip-address=127.0.0.1`` is given, but on Linux Ray 2.60 rewrites a
   loopback node address to the host's routable one (``resolve_ip_for_localhost``, by design:
   ray-project/ray#26293) and its gRPC servers (GCS, raylet) listen on every interface, with
@@ -47,7 +52,7 @@ import sys
 import tempfile
 import textwrap
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -146,7 +151,7 @@ class RayCluster:
     def env(self) -> dict[str, str]:
         """A copy of ``os.environ`` that points Ray drivers at this cluster (``RAY_ADDRESS``),
         with its token and without usage stats."""
-        return os.environ | {
+        return _without(os.environ, "RAY_AUTH_TOKEN_PATH") | {
             "RAY_ADDRESS": self.address,
             "RAY_USAGE_STATS_ENABLED": "0",
             "RAY_AUTH_MODE": "token",
@@ -207,7 +212,7 @@ class RayCluster:
         output = self.root / f"{name}.out"
         command = [
             str(RAY), "start", "--block", *extra,
-            f"--node-ip-address={HOST}",
+            f"--node-ip-address={HOST}",  # Ray 2.60 rewrites it: see the module docstring
             f"--temp-dir={temp_dir}",
             f"--num-cpus={cpus}", "--num-gpus=0",
             f"--resources={json.dumps({node_resource(name): 1})}",
@@ -219,7 +224,7 @@ class RayCluster:
             "--dashboard-agent-listen-port=0", "--dashboard-agent-grpc-port=0",
             "--disable-usage-stats", "--log-style=record", "--log-color=false",
         ]  # fmt: skip
-        environment = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"} | {
+        environment = _without(os.environ, "RAY_ADDRESS", "RAY_AUTH_TOKEN_PATH") | {
             "RAY_USAGE_STATS_ENABLED": "0",
             "RAY_AUTH_MODE": "token",
             "RAY_AUTH_TOKEN": self.token,
@@ -257,7 +262,9 @@ class RayCluster:
                 "--head",
                 "--port=0",  # the GCS binds a free port and ray start records it
                 f"--ray-client-server-port={free_port()}",  # 0 is refused here
-                "--include-dashboard=false",  # still starts the API server (jobs):
+                # No dashboard UI; Ray still starts its API server (job submission), and
+                # would take 8265 or the next free port above it: give it one of its own.
+                "--include-dashboard=false",
                 f"--dashboard-host={HOST}",
                 f"--dashboard-port={free_port()}",
             ],
@@ -319,6 +326,11 @@ class RayCluster:
         survivors = _wait_gone(leftovers, 10.0)
         if survivors:
             raise self.error(f"processes of {self.root} survive SIGKILL: {survivors}")
+
+
+def _without(environment: Mapping[str, str], *names: str) -> dict[str, str]:
+    """A copy of ``environment`` without ``names`` (settings that would point Ray elsewhere)."""
+    return {k: v for k, v in environment.items() if k not in names}
 
 
 def _signal(pid: int, signum: int, group: bool = False) -> None:
