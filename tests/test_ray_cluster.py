@@ -145,6 +145,32 @@ def test_workers_import_the_project_and_read_a_real_slide(
         assert answer["module"] == wsi_core.__file__
 
 
+def test_the_session_local_ray_and_the_cluster_coexist(
+    two_node_ray_cluster: RayCluster, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """The pytest process's own local Ray (``ray_support``, shared with ``test_ray.py``) and
+    the cluster run side by side: neither joins the other, both run tasks."""
+    ray = pytest.importorskip("ray")
+    import ray_support
+
+    ray_support.start_ray(tmp_path_factory.mktemp("ray-local"))
+    try:
+        local_nodes = [node["NodeID"] for node in ray.nodes()]
+
+        @ray.remote(num_cpus=1)
+        def where() -> str:
+            return ray.get_runtime_context().get_node_id()
+
+        assert ray.get(where.remote()) == local_nodes[0]
+        assert len(local_nodes) == 1
+        assert set(local_nodes).isdisjoint(two_node_ray_cluster.node_ids.values())
+        cluster = two_node_ray_cluster
+        seen = json.loads(cluster.run_driver(PINNED_TASKS, json.dumps(cluster.resources)))
+        assert seen == cluster.node_ids
+    finally:
+        ray_support.stop_ray()
+
+
 def _bindable(port: int) -> bool:
     """Whether this process can bind ``port`` on loopback (SO_REUSEADDR: connections of the
     old listener lingering in TIME_WAIT do not count, a listener does)."""
