@@ -92,6 +92,7 @@ def write_pyramid_tiff(
     ome: bool = False,
     resolution_unit: str | None = "CENTIMETER",
     resample: str = "mean",
+    description: str | None = None,
 ) -> Path:
     """Write ``image`` as a pyramidal TIFF of ``n_levels`` levels and return its path.
 
@@ -110,6 +111,8 @@ def write_pyramid_tiff(
       ``"CENTIMETER"``, ``"MILLIMETER"`` or ``"MICROMETER"``; ``None`` writes no physical
       resolution (ResolutionUnit NONE).
     * ``resample``: ``"mean"`` for images, ``"nearest"`` for masks and label maps.
+    * ``description``: ImageDescription of level 0 (not with ``ome=True``, whose OME-XML
+      is the description).
     """
     image = np.asarray(image)
     if image.dtype == np.bool_:
@@ -118,6 +121,8 @@ def write_pyramid_tiff(
         raise ValueError(f"image must be (H, W), (H, W, 3) or (H, W, 4), not {image.shape}")
     if int(n_levels) < 1:
         raise ValueError(f"n_levels must be at least 1, not {n_levels}")
+    if ome and description is not None:
+        raise ValueError("an OME-TIFF's description is its OME-XML: no description with ome=True")
     if ome and not subifds:
         raise ValueError("an OME-TIFF pyramid is stored as SubIFDs: use subifds=True with ome=True")
     mpp_x, mpp_y = as_mpp_pair(mpp)
@@ -141,6 +146,8 @@ def write_pyramid_tiff(
             }
             options.update(_resolution_tags(unit, i, mpp_x, mpp_y))
             if i == 0:
+                if description is not None:
+                    options["description"] = description
                 if subifds and n_levels > 1:
                     options["subifds"] = int(n_levels) - 1
                 if ome:

@@ -145,3 +145,13 @@ def test_bad_arguments(tmp_path, kwargs, message):
 def test_bad_image_shape(tmp_path):
     with pytest.raises(ValueError, match="image must be"):
         write_pyramid_tiff(tmp_path / "x.tif", np.zeros((10, 10, 2), np.uint8), 0.5, 1)
+
+
+def test_description_is_level_0s_image_description(tmp_path):
+    image = np.zeros((64, 64), dtype=np.uint8)
+    path = write_pyramid_tiff(tmp_path / "d.tif", image, 1.0, 2, description="made by\na test")
+    with tifffile.TiffFile(path) as tif:
+        assert tif.pages[0].description == "made by\na test"
+    assert TiffReader(path).level_count == 2  # the description changes nothing else
+    with pytest.raises(ValueError, match="OME-XML"):
+        write_pyramid_tiff(tmp_path / "o.tif", image, 1.0, 1, ome=True, description="x")
