@@ -152,6 +152,9 @@ def test_parameters_are_checked() -> None:
         TissueParameters(min_saturation=0.3, max_saturation=0.2)
     with pytest.raises(ValueError, match="closing_um"):
         TissueParameters(closing_um=-1)
+    with pytest.raises(ValueError, match="pen_hue"):
+        TissueParameters(pen_hue=(240.0, 70.0))
+    assert TissueParameters(pen_hue=[60, 250]).pen_hue == (60.0, 250.0)  # as JSON gives it
 
 
 # Detection on synthetic slides --------------------------------------------------------------

@@ -11,10 +11,17 @@ mask file that ``overlay_overlap`` reads like a user's own mask.
 
 from wsi_core.tissue.detect import Classification, TissueParameters, classify_tissue
 from wsi_core.tissue.lowres import LowResolution, read_low_resolution
-from wsi_core.tissue.mask_file import TISSUE_VALUE, read_tissue_mask, write_tissue_mask
+from wsi_core.tissue.mask_file import (
+    TISSUE_MASK,
+    TISSUE_VALUE,
+    mask_description,
+    read_tissue_mask,
+    write_tissue_mask,
+)
 from wsi_core.tissue.slide_mask import TissueMask, detect_tissue
 
 __all__ = [
+    "TISSUE_MASK",
     "TISSUE_VALUE",
     "Classification",
     "LowResolution",
@@ -22,6 +29,7 @@ __all__ = [
     "TissueParameters",
     "classify_tissue",
     "detect_tissue",
+    "mask_description",
     "read_low_resolution",
     "read_tissue_mask",
     "write_tissue_mask",

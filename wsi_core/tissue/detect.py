@@ -73,6 +73,11 @@ class TissueParameters:
         for name in ("closing_um", "max_hole_um2", "min_object_um2"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must not be negative, not {getattr(self, name)!r}")
+        if self.pen_hue is not None:
+            hues = tuple(float(value) for value in self.pen_hue)
+            if len(hues) != 2 or not 0 <= hues[0] <= hues[1] <= 360:
+                raise ValueError(f"pen_hue must be (low, high) degrees in 0..360, not {hues!r}")
+            object.__setattr__(self, "pen_hue", hues)  # a JSON list becomes the tuple
 
 
 @dataclass(frozen=True)

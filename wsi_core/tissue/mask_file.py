@@ -17,13 +17,17 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
+import tifffile
 
 from wsi_core.slide import open_slide
 from wsi_core.synthetic import write_pyramid_tiff
 from wsi_core.tissue.slide_mask import TissueMask
 
+#: The mask's name wherever the pipeline stores or shows it (output folder, asset).
+TISSUE_MASK = "tissue_mask"
 #: Stored value of tissue pixels; background is 0.
 TISSUE_VALUE = 255
 #: Reduced levels are added until the coarsest is at most this many pixels on its long side.
@@ -40,8 +44,11 @@ def mask_levels(shape: tuple[int, ...]) -> int:
     return levels
 
 
-def write_tissue_mask(path: str | os.PathLike[str], tissue: TissueMask) -> Path:
-    """Write ``tissue`` to ``path`` (a local file, replaced if present) and return the path.
+def write_tissue_mask(
+    path: str | os.PathLike[str], tissue: TissueMask, description: str | None = None
+) -> Path:
+    """Write ``tissue`` to ``path`` (a local file, replaced if present) and return the path;
+    ``description`` becomes the TIFF's ImageDescription (what made the mask, for example).
 
     The caller decides where and how atomically (see :mod:`wsi_assets.pipeline`); this
     function only writes the bytes.
@@ -58,7 +65,16 @@ def write_tissue_mask(path: str | os.PathLike[str], tissue: TissueMask) -> Path:
         tile=(256, 256),
         compression="zlib",
         resample="nearest",
+        description=description,
     )
+
+
+def mask_description(source: str | os.PathLike[str] | BinaryIO) -> str | None:
+    """The ImageDescription of a mask file's first page (a path or an open binary file),
+    None when it has none."""
+    with tifffile.TiffFile(source) as tif:
+        tag = tif.pages.first.tags.get("ImageDescription")
+        return None if tag is None else str(tag.value)
 
 
 def read_tissue_mask(path: str | os.PathLike[str]) -> tuple[np.ndarray, tuple[float, float]]:
