@@ -27,6 +27,7 @@ variable                        meaning                                        e
 ``WSI_LABEL_PROPERTY``          where the class label is (GeoJSON, ASAP)       ``label``
 ``WSI_MAX_TILES``               tiles a slide may have before it is refused    ``2000000``
 ``WSI_EXCLUDE``                 file names that are never slides (globs)       ``*_mask.*``
+``WSI_TISSUE``                  tissue-mask parameters changed (JSON object)   ``{"pen_hue":null}``
 ==============================  =============================================  ===================
 
 Relative local roots are made absolute against the working directory when the settings are
@@ -35,6 +36,7 @@ built, so that the webserver, the daemon and every run agree on them.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -51,6 +53,7 @@ from shapely.geometry.base import BaseGeometry
 
 from wsi_core.remote import is_url
 from wsi_core.tables import ANNOTATION_COVERAGE, OVERLAY_OVERLAP, SLIDE_METADATA, TILE_GRID
+from wsi_core.tissue import TISSUE_MASK, TissueParameters
 
 #: Where ``make run`` writes the synthetic demo slides when no slide root is configured.
 DEMO_SLIDE_ROOT = "data/demo"
@@ -63,7 +66,14 @@ CLASS_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,39}")
 #: Revision of each table's code; bump one when its builder changes what it writes.
 #: 2: WSI_SLIDE_MPP / WSI_OVERLAY_MPP apply only to files that record no resolution;
 #: annotations are clipped to the slide; overlays are aligned and checked against the slide.
-REVISIONS = {SLIDE_METADATA: "2", TILE_GRID: "2", ANNOTATION_COVERAGE: "2", OVERLAY_OVERLAP: "2"}
+#: The tissue mask (not a table, but versioned like one): 1, wsi_core.tissue's first method.
+REVISIONS = {
+    SLIDE_METADATA: "2",
+    TILE_GRID: "2",
+    ANNOTATION_COVERAGE: "2",
+    OVERLAY_OVERLAP: "2",
+    TISSUE_MASK: "1",
+}
 
 StrList = Annotated[list[str], NoDecode]
 
@@ -155,6 +165,12 @@ class Settings(BaseSettings):
         default=["*_mask.*", "*_tissue*", "*_label*", "*thumbnail*", "*macro*"],
         description="File-name patterns (case-insensitive globs) that are never slides.",
     )
+    tissue: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Tissue-mask parameters that differ from the defaults, by the field names "
+        "of wsi_core.tissue.TissueParameters (target_mpp in um/px, sizes in um and um2, hues "
+        "in degrees).",
+    )
 
     @field_validator("slide_root", "output_root")
     @classmethod
@@ -197,6 +213,16 @@ class Settings(BaseSettings):
                 problem = f"label class {name!r}: bad regular expression {pattern!r}: {error}"
                 raise ValueError(problem) from error
         return classes
+
+    @field_validator("tissue")
+    @classmethod
+    def _tissue(cls, values: dict[str, Any]) -> dict[str, Any]:
+        known = {field.name for field in dataclasses.fields(TissueParameters)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown tissue parameters {unknown}; known: {sorted(known)}")
+        TissueParameters(**values)  # its own checks: ranges and signs
+        return values
 
     @field_validator("roi")
     @classmethod
@@ -246,6 +272,8 @@ class Settings(BaseSettings):
                 "roi": self.roi,
                 "annotation_templates": list(self.annotation_templates),
             }
+        if table == TISSUE_MASK:
+            return {**slide, "tissue": dataclasses.asdict(self.tissue_parameters())}
         if table == OVERLAY_OVERLAP:
             return {
                 "roi": self.roi,
@@ -259,6 +287,10 @@ class Settings(BaseSettings):
         """``table``'s code revision and a digest of the settings it depends on: a new value
         marks every stored ``table`` as out of date."""
         return f"{REVISIONS[table]}-{params_digest(self.table_params(table))}"
+
+    def tissue_parameters(self) -> TissueParameters:
+        """The tissue-mask parameters: the defaults with ``tissue`` applied."""
+        return TissueParameters(**self.tissue)
 
     def roi_geometry(self) -> BaseGeometry:
         """The region of interest in tile-relative level pixels (default: the whole tile)."""
