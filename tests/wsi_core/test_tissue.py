@@ -114,6 +114,26 @@ def test_a_one_level_slide_is_reduced_in_bands_to_the_mean_pyramid(tmp_path: Pat
     np.testing.assert_array_equal(picture.rgb[100, 154], np.floor(corner + 0.5))
 
 
+def test_a_large_level_is_never_held_whole(tmp_path: Path) -> None:
+    """Reducing a one-level 8000 x 6000 slide (137 MiB of RGB) holds one band at a time:
+    the peak of the memory numpy and the decoder allocate stays near the band budget."""
+    import tracemalloc
+
+    small = he_picture((375, 500), (Disc(250, 180, 120),), seed=4)
+    level = np.repeat(np.repeat(small, 16, axis=0), 16, axis=1)
+    path = write_pyramid_tiff(tmp_path / "big.tiff", level, 0.5, 1, compression="jpeg")
+    del level
+    with open_slide(path) as slide:
+        tracemalloc.start()
+        try:
+            picture = read_low_resolution(slide, 8.0, band_pixels=2**22)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+    assert picture.rgb.shape == (375, 500, 3) and picture.factor == 16
+    assert peak < 64 * 2**20  # a 4-megapixel band is 12 MiB; the level is 137 MiB
+
+
 def test_the_stored_level_nearest_the_target_is_read_as_stored(slides) -> None:
     with open_slide(slides["white"]) as slide:
         picture = read_low_resolution(slide, 8.0)
