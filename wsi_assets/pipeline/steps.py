@@ -20,11 +20,15 @@ import pyarrow as pa
 
 from wsi_assets.pipeline.errors import InputFileError, UnknownSlideError
 from wsi_assets.pipeline.locations import MISSING
+from wsi_assets.pipeline.pictures import PictureStore
 from wsi_assets.pipeline.registry import Registry
 from wsi_assets.pipeline.settings import Settings
 from wsi_assets.pipeline.slides import ANNOTATION, OVERLAY, SLIDE, Slide, SlideFiles, SlideStore
 from wsi_assets.pipeline.tables import Provenance, StoredTable, TableStore
 from wsi_core.errors import MissingMPPError, WSIError
+from wsi_core.pictures import Picture, Thumbnail, blank_thumbnail, read_thumbnail, table_picture
+from wsi_core.progress import Progress
+from wsi_core.slide import open_slide
 from wsi_core.tables import (
     ANNOTATION_COVERAGE,
     OVERLAY_OVERLAP,
@@ -63,6 +67,10 @@ class Built:
     facts: dict[str, Any] = field(default_factory=dict)
     #: The upstream table it was computed from (None for ``slide_metadata``).
     upstream: pa.Table | None = None
+    #: Its picture (:func:`wsi_core.pictures.table_picture`: PNG bytes, size, legend, caption)
+    #: and where that is stored, beside the table.
+    picture: Picture | None = None
+    picture_uri: str | None = None
 
 
 def provenance(
@@ -119,6 +127,7 @@ class Pipeline:
         self.slides = SlideStore(settings)
         self.tables = TableStore(settings.output_root, settings.storage_options)
         self.registry = Registry(settings.output_root, settings.storage_options)
+        self.pictures = PictureStore(self.tables)
 
     def slide(self, key: str) -> Slide:
         """The slide of partition ``key``: from the registry, else found under the slide
@@ -139,6 +148,7 @@ class Pipeline:
         """Delete slide ``key``'s tables (those this project wrote) and its registration;
         return what was removed. Its files under the slide root are not touched."""
         removed = [uri for table in TABLES if (uri := self.tables.remove(table, key))]
+        removed += self.pictures.remove(key)
         if self.registry.remove(key):
             removed.append(f"registration of {key}")
         return removed
@@ -147,17 +157,26 @@ class Pipeline:
         """Slide ``key``'s input files as they are now (one listing of its folder)."""
         return self.slides.files(self.slide(key))
 
-    def build(self, table: str, key: str, files: SlideFiles | None = None) -> Built:
+    def build(
+        self,
+        table: str,
+        key: str,
+        files: SlideFiles | None = None,
+        progress: Progress | None = None,
+    ) -> Built:
         """Build and store ``table`` of slide ``key``, reading the input files in ``files``
-        (from :meth:`inputs`; found afresh when None)."""
+        (from :meth:`inputs`; found afresh when None), and its picture beside it.
+        ``progress(done, total)`` hears of the tiles measured by the long steps
+        (``annotation_coverage``, ``overlay_overlap``; see :mod:`wsi_core.progress`)."""
         if table == TILE_GRID:
             return self._tile_grid(key)
-        steps: dict[str, Callable[[SlideFiles], Built]] = {
-            SLIDE_METADATA: self._slide_metadata,
+        if table == SLIDE_METADATA:
+            return self._slide_metadata(files or self.inputs(key))
+        steps: dict[str, Callable[[SlideFiles, Progress | None], Built]] = {
             ANNOTATION_COVERAGE: self._annotation_coverage,
             OVERLAY_OVERLAP: self._overlay_overlap,
         }
-        return steps[table](files or self.inputs(key))
+        return steps[table](files or self.inputs(key), progress)
 
     def _store(
         self,
@@ -167,15 +186,56 @@ class Pipeline:
         origin: Provenance,
         facts: dict[str, Any],
         upstream: pa.Table | None = None,
+        *,
+        thumbnail: Thumbnail,
+        relpath: str,
     ) -> Built:
+        """Store the table, and first its picture over ``thumbnail`` (so that a table is never
+        without its picture; a picture without its table is replaced on the next build).
+        ``relpath``: the slide's path under the slide root, shown beside the key."""
+        picture = table_picture(
+            table,
+            thumbnail,
+            data,
+            grid=upstream if table in (ANNOTATION_COVERAGE, OVERLAY_OVERLAP) else None,
+            classes=list(self.settings.label_classes),
+            title=relpath,
+        )
+        picture_uri = self.pictures.write(table, key, picture.png)
         stored = self.tables.write(table, key, data, origin)
         facts = {
+            "slide": relpath,
             **facts,
             "code_version": origin.code_version,
             "provenance": origin.id,
             "parameters": self.settings.table_params(table),
         }
-        return Built(table, key, data, stored, facts, upstream)
+        return Built(table, key, data, stored, facts, upstream, picture, picture_uri)
+
+    def _thumbnail(self, key: str, uri: str) -> Thumbnail:
+        """Slide ``key``'s stored thumbnail; when there is none (tables written before
+        thumbnails were), the slide at ``uri`` is read and its thumbnail stored."""
+        held = self.pictures.thumbnail(key)
+        if held is not None:
+            return held
+        meta = self._slide_facts(key)
+        extent0 = (meta["level_width"][0], meta["level_height"][0])
+        try:
+            thumbnail = self.slides.read(uri, lambda found: self._read_thumbnail(found, extent0))
+        except FileNotFoundError:
+            thumbnail = blank_thumbnail(extent0, note=f"no thumbnail: {uri} not found")
+        self.pictures.write_thumbnail(key, thumbnail)
+        return thumbnail
+
+    def _read_thumbnail(self, location: str, extent0: tuple[int, int] | None = None) -> Thumbnail:
+        """The thumbnail of the slide at ``location``. A slide whose pixels cannot be read
+        (no table needs them) gets a blank one that says why, of ``extent0`` level-0 pixels
+        (the slide's, when known); storage errors pass for a retry."""
+        try:
+            with open_slide(location, storage_options=self.settings.storage_options) as reader:
+                return read_thumbnail(reader)
+        except WSIError as error:
+            return blank_thumbnail(extent0 or (1, 1), note=f"no thumbnail: {error.problem}")
 
     def _slide_metadata(self, files: SlideFiles) -> Built:
         slide, key = files.slide, files.slide.key
@@ -183,31 +243,38 @@ class Pipeline:
         if found is None:
             raise InputFileError(slide.uri, "slide file not found")
         settings = self.settings
-        with about_file(slide.uri, SLIDE, missing_mpp="WSI_SLIDE_MPP"):
-            data, source = self.slides.read(
-                slide.uri,
-                lambda location: build_slide_metadata(
-                    location,
-                    slide_key=key,
-                    uri=slide.uri,
-                    relpath=slide.relpath,
-                    file_size=found.size,
-                    target_mpp=settings.mpp,
-                    fallback_mpp=settings.slide_mpp,
-                    override_mpp=settings.slide_mpp_override,
-                    storage_options=settings.storage_options,
-                ),
+
+        def read(location: str) -> tuple[pa.Table, str, Thumbnail]:
+            data, source = build_slide_metadata(
+                location,
+                slide_key=key,
+                uri=slide.uri,
+                relpath=slide.relpath,
+                file_size=found.size,
+                target_mpp=settings.mpp,
+                fallback_mpp=settings.slide_mpp,
+                override_mpp=settings.slide_mpp_override,
+                storage_options=settings.storage_options,
             )
+            row = data.to_pylist()[0]
+            extent0 = (row["level_width"][0], row["level_height"][0])
+            return data, source, self._read_thumbnail(location, extent0)
+
+        with about_file(slide.uri, SLIDE, missing_mpp="WSI_SLIDE_MPP"):
+            data, source, thumbnail = self.slides.read(slide.uri, read)
         row = data.to_pylist()[0]
         facts = {
             "slide_file": slide.uri,
             "source_version": found.version,
             "mpp_source": MPP_SOURCES[source].format(kind="SLIDE"),
             "mpp_used": [row["mpp_x"], row["mpp_y"]],
-            "warnings": _present(resolution_warning(row)),
+            "warnings": _present(resolution_warning(row), thumbnail.note),
         }
+        self.pictures.write_thumbnail(key, thumbnail)
         origin = provenance(settings, SLIDE_METADATA, found.version, None)
-        return self._store(SLIDE_METADATA, key, data, origin, facts)
+        return self._store(
+            SLIDE_METADATA, key, data, origin, facts, thumbnail=thumbnail, relpath=slide.relpath
+        )
 
     def _tile_grid(self, key: str) -> Built:
         meta, upstream = self.tables.read(SLIDE_METADATA, key)
@@ -231,7 +298,10 @@ class Pipeline:
             "warnings": _present(resolution_warning(row)),
         }
         origin = provenance(settings, TILE_GRID, None, _id(upstream))
-        return self._store(TILE_GRID, key, data, origin, facts, meta)
+        thumbnail = self._thumbnail(key, row["uri"])
+        return self._store(
+            TILE_GRID, key, data, origin, facts, meta, thumbnail=thumbnail, relpath=row["relpath"]
+        )
 
     @staticmethod
     def _companion(files: SlideFiles, kind: str) -> tuple[str | None, dict[str, Any]]:
@@ -247,7 +317,7 @@ class Pipeline:
         """The slide's ``slide_metadata`` row (level-0 size and resolution)."""
         return self.tables.read(SLIDE_METADATA, key)[0].to_pylist()[0]
 
-    def _annotation_coverage(self, files: SlideFiles) -> Built:
+    def _annotation_coverage(self, files: SlideFiles, progress: Progress | None = None) -> Built:
         key = files.slide.key
         grid, upstream = self.tables.read(TILE_GRID, key)
         meta = self._slide_facts(key)
@@ -263,14 +333,26 @@ class Pipeline:
                 extent0=(meta["level_width"][0], meta["level_height"][0]),
                 label_property=settings.label_property,
                 storage_options=settings.storage_options,
+                progress=progress,
             )
         if found is not None:
             facts.update(_annotation_facts(found))
         facts["coverage_summary"] = coverage_summary(data, classes)
         origin = provenance(settings, ANNOTATION_COVERAGE, files.version(ANNOTATION), _id(upstream))
-        return self._store(ANNOTATION_COVERAGE, key, data, origin, facts, grid)
+        slide = files.slide
+        thumbnail = self._thumbnail(key, slide.uri)
+        return self._store(
+            ANNOTATION_COVERAGE,
+            key,
+            data,
+            origin,
+            facts,
+            grid,
+            thumbnail=thumbnail,
+            relpath=slide.relpath,
+        )
 
-    def _overlay_overlap(self, files: SlideFiles) -> Built:
+    def _overlay_overlap(self, files: SlideFiles, progress: Progress | None = None) -> Built:
         key = files.slide.key
         grid, upstream = self.tables.read(TILE_GRID, key)
         overlay, facts = self._companion(files, OVERLAY)
@@ -282,7 +364,8 @@ class Pipeline:
             meta = self._slide_facts(key)
             with about_file(overlay, OVERLAY, missing_mpp="WSI_OVERLAY_MPP"):
                 data, alignment, seen = self.slides.read(
-                    overlay, lambda location: self._measure_overlay(grid, location, roi, meta)
+                    overlay,
+                    lambda location: self._measure_overlay(grid, location, roi, meta, progress),
                 )
             facts.update(
                 {
@@ -294,10 +377,26 @@ class Pipeline:
             )
         facts["overlap_summary"] = overlap_summary(data)
         origin = provenance(settings, OVERLAY_OVERLAP, files.version(OVERLAY), _id(upstream))
-        return self._store(OVERLAY_OVERLAP, key, data, origin, facts, grid)
+        slide = files.slide
+        thumbnail = self._thumbnail(key, slide.uri)
+        return self._store(
+            OVERLAY_OVERLAP,
+            key,
+            data,
+            origin,
+            facts,
+            grid,
+            thumbnail=thumbnail,
+            relpath=slide.relpath,
+        )
 
     def _measure_overlay(
-        self, grid: pa.Table, location: str, roi: Any, meta: dict[str, Any]
+        self,
+        grid: pa.Table,
+        location: str,
+        roi: Any,
+        meta: dict[str, Any],
+        progress: Progress | None = None,
     ) -> tuple[pa.Table, Alignment, list[str] | None]:
         """Align the overlay at ``location`` with the slide, then measure every tile."""
         settings = self.settings
@@ -309,7 +408,9 @@ class Pipeline:
             override_mpp=settings.overlay_mpp_override,
             storage_options=settings.storage_options,
         )
-        data, seen = build_overlay_overlap(grid, location, roi, alignment, settings.storage_options)
+        data, seen = build_overlay_overlap(
+            grid, location, roi, alignment, settings.storage_options, progress
+        )
         return data, alignment, seen
 
 

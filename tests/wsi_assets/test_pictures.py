@@ -1,0 +1,144 @@
+"""Pictures beside the tables (engine-neutral floor): every table step stores its picture in
+the table's slide folder, the slide is read once for its thumbnail, the hive layout still
+reads as one table, a foreign file is never overwritten, retiring removes them; and the long
+steps report their progress."""
+
+from __future__ import annotations
+
+import io
+import pickle
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pyarrow.dataset as ds
+import pytest
+from PIL import Image
+from wsi_assets_support import make_settings
+
+from wsi_assets.pipeline.errors import ForeignFileError
+from wsi_assets.pipeline.pictures import PICTURE_FILE, THUMBNAIL_FILE, mark, owner_of
+from wsi_assets.pipeline.steps import Pipeline
+from wsi_core.pictures import class_colour
+from wsi_core.tables import ANNOTATION_COVERAGE, OVERLAY_OVERLAP, SLIDE_METADATA, TABLES, TILE_GRID
+
+KEY = "demo_slide_01"
+
+
+def build_all(pipeline: Pipeline, key: str = KEY, progress=None) -> dict:
+    return {table: pipeline.build(table, key, progress=progress) for table in TABLES}
+
+
+def pixels(png: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
+
+
+def test_every_table_has_its_picture_beside_it(slide_root: Path, tmp_path: Path) -> None:
+    output = tmp_path / "output"
+    pipeline = Pipeline(make_settings(slide_root, output))
+    built = build_all(pipeline)
+    for table, result in built.items():
+        folder = output / table / f"slide={KEY}"
+        stored = folder / PICTURE_FILE
+        assert result.picture_uri == str(stored)
+        assert result.picture is not None and result.picture.caption.startswith(
+            "demo_slide_01.tiff: "
+        )
+        # the stored file is the picture plus our mark, same pixels
+        data = stored.read_bytes()
+        assert owner_of(data) == f"{table}/{KEY}/{PICTURE_FILE}"
+        assert np.array_equal(pixels(data), pixels(result.picture.png))
+        assert len(data) < 400 * 1024
+        assert max(result.picture.size) <= 900
+        assert result.facts["slide"] == "demo_slide_01.tiff"
+    assert (output / SLIDE_METADATA / f"slide={KEY}" / THUMBNAIL_FILE).is_file()
+    coverage = built[ANNOTATION_COVERAGE].picture
+    assert coverage is not None
+    assert coverage.legend == (("tumor", class_colour(0)), ("stroma", class_colour(1)))
+    assert built[OVERLAY_OVERLAP].picture is not None
+    assert built[OVERLAY_OVERLAP].picture.legend[0][0].startswith("tissue fraction")
+    assert "level 0" in built[SLIDE_METADATA].picture.caption  # type: ignore[union-attr]
+    # what a Ray worker ships to the driver
+    again = pickle.loads(pickle.dumps(built[ANNOTATION_COVERAGE]))
+    assert again.picture == coverage and again.data.equals(built[ANNOTATION_COVERAGE].data)
+
+
+def test_the_slide_is_read_once_for_every_picture(
+    slide_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from wsi_assets.pipeline import steps
+
+    reads: list[str] = []
+    real = steps.read_thumbnail
+    monkeypatch.setattr(
+        steps, "read_thumbnail", lambda reader: reads.append(reader.path) or real(reader)
+    )
+    pipeline = Pipeline(make_settings(slide_root, tmp_path / "output"))
+    build_all(pipeline)
+    assert len(reads) == 1
+    # an output root from before thumbnails: the first table that needs one reads the slide
+    (tmp_path / "output" / SLIDE_METADATA / f"slide={KEY}" / THUMBNAIL_FILE).unlink()
+    pipeline.build(TILE_GRID, KEY)
+    pipeline.build(ANNOTATION_COVERAGE, KEY)
+    assert len(reads) == 2
+
+
+def test_tables_still_read_as_one_dataset(slide_root: Path, tmp_path: Path) -> None:
+    output = tmp_path / "output"
+    pipeline = Pipeline(make_settings(slide_root, output))
+    build_all(pipeline, "demo_slide_01")
+    build_all(pipeline, "demo_slide_02")
+    for table in TABLES:
+        one = pipeline.tables.dataset(table)  # pyarrow.dataset over the folder
+        assert one is not None
+        parts = [pipeline.tables.read(table, key)[0] for key in ("demo_slide_01", "demo_slide_02")]
+        assert one.num_rows == sum(part.num_rows for part in parts)
+        assert sorted(set(one["slide"].to_pylist())) == ["demo_slide_01", "demo_slide_02"]
+    plain = ds.dataset(str(output / TILE_GRID), format="parquet", partitioning="hive")
+    assert all(path.endswith(".parquet") for path in plain.files)
+    glob = str(output / TILE_GRID / "*" / "*.parquet")
+    rows = duckdb.sql(f"select count(*) from read_parquet('{glob}', hive_partitioning=true)")
+    whole = pipeline.tables.dataset(TILE_GRID)
+    assert whole is not None and rows.fetchall() == [(whole.num_rows,)]
+
+
+def test_a_foreign_picture_is_never_overwritten(slide_root: Path, tmp_path: Path) -> None:
+    output = tmp_path / "output"
+    pipeline = Pipeline(make_settings(slide_root, output))
+    pipeline.build(SLIDE_METADATA, KEY)
+    path = output / TILE_GRID / f"slide={KEY}" / PICTURE_FILE
+    path.parent.mkdir(parents=True)
+    foreign = io.BytesIO()
+    Image.new("RGB", (4, 4), (1, 2, 3)).save(foreign, format="PNG")
+    path.write_bytes(foreign.getvalue())
+    with pytest.raises(ForeignFileError, match=r"_preview\.png: a file not written by wsi_tiles"):
+        pipeline.build(TILE_GRID, KEY)
+    assert path.read_bytes() == foreign.getvalue()
+    assert not (output / TILE_GRID / f"slide={KEY}" / "part-0.parquet").exists()
+    # one of ours for another slide is foreign here too
+    path.write_bytes(mark(foreign.getvalue(), f"{TILE_GRID}/other/{PICTURE_FILE}"))
+    with pytest.raises(ForeignFileError):
+        pipeline.build(TILE_GRID, KEY)
+
+
+def test_retire_removes_the_pictures(slide_root: Path, tmp_path: Path) -> None:
+    output = tmp_path / "output"
+    pipeline = Pipeline(make_settings(slide_root, output))
+    build_all(pipeline)
+    removed = pipeline.retire(KEY)
+    assert str(output / SLIDE_METADATA / f"slide={KEY}" / THUMBNAIL_FILE) in removed
+    assert sum(uri.endswith(PICTURE_FILE) for uri in removed) == 4
+    assert not list(output.rglob("*.png"))
+
+
+def test_long_steps_report_progress_to_the_total(slide_root: Path, tmp_path: Path) -> None:
+    pipeline = Pipeline(make_settings(slide_root, tmp_path / "output"))
+    pipeline.build(SLIDE_METADATA, KEY)
+    grid = pipeline.build(TILE_GRID, KEY).data
+    for table in (ANNOTATION_COVERAGE, OVERLAY_OVERLAP):
+        heard: list[tuple[int, int]] = []
+        pipeline.build(
+            table, KEY, progress=lambda done, total, kept=heard: kept.append((done, total))
+        )
+        assert heard[0] == (0, grid.num_rows) and heard[-1] == (grid.num_rows, grid.num_rows)
+        assert [d for d, _ in heard] == sorted({d for d, _ in heard})
