@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from shapely.geometry import box
 from skimage.morphology import closing, dilation, disk, erosion, footprint_rectangle
 from wsi_assets_support import make_settings
 
@@ -15,12 +16,19 @@ from wsi_assets.pipeline.settings import SettingsError
 from wsi_assets.pipeline.slides import SlideStore
 from wsi_assets.pipeline.tables import TableStore
 from wsi_assets.pipeline.tissue_masks import (
+    GENERATED_MASK,
     MARK,
+    NO_OVERLAY,
+    USER_OVERLAY,
+    OverlayChoice,
     TissueMaskStore,
     build_tissue_mask,
+    choose_overlay,
     detect_in_file,
 )
 from wsi_core.synthetic import write_pyramid_tiff
+from wsi_core.tables import build_overlay_overlap, build_slide_metadata, build_tile_grid
+from wsi_core.tables.overlay_overlap import align_overlay
 from wsi_core.tissue import TISSUE_MASK, mask_description, read_tissue_mask
 
 
@@ -135,3 +143,38 @@ def test_bad_tissue_settings_name_the_variable(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setenv("WSI_TISSUE", '{"pen_hue": null, "target_mpp": 16}')
     parameters = make_settings("slides", "out").tissue_parameters()
     assert parameters.pen_hue is None and parameters.target_mpp == 16
+
+
+def test_a_users_overlay_wins_over_the_generated_mask(slide_root: Path, tmp_path: Path) -> None:
+    """The demo slides have their own masks: those are chosen. Without one, the stored
+    tissue mask is, with its provenance id as the version; with neither, nothing."""
+    settings = make_settings(slide_root, tmp_path / "out")
+    store = TissueMaskStore(TableStore(settings.output_root))
+    files = slide_files(settings, "demo_slide_01.tiff")
+    user = files.files["overlay"]
+    assert choose_overlay(files, store) == OverlayChoice(user.uri, USER_OVERLAY, user.version)
+
+    Path(user.uri).unlink()
+    files = slide_files(settings, "demo_slide_01.tiff")
+    assert choose_overlay(files, store) == OverlayChoice(None, NO_OVERLAY, "missing")
+    stored = build_tissue_mask(settings, files)
+    chosen = choose_overlay(files, store)
+    assert chosen == OverlayChoice(stored.uri, GENERATED_MASK, stored.provenance.id)
+
+    # and overlay_overlap reads it like a user's mask: tiles of 64 level-0 pixels (0.5 um)
+    # are 4 x 4 mask pixels (8 um), so each tile's tissue fraction is that block's mean
+    slide = files.files["slide"].uri
+    meta, _ = build_slide_metadata(
+        slide, slide_key="k", uri=slide, relpath="r", file_size=1, target_mpp=0.5
+    )
+    row = meta.to_pylist()[0]
+    extent0, base = (row["level_width"][0], row["level_height"][0]), (0.5, 0.5)
+    alignment = align_overlay(chosen.uri, extent0, base)
+    assert (alignment.source, alignment.warning, alignment.mpp) == ("file", None, (8.0, 8.0))
+    grid = build_tile_grid(meta, 64, 64, "keep")
+    overlap, seen = build_overlay_overlap(grid, chosen.uri, box(0, 0, 64, 64), alignment)
+    assert seen == ["0", "255"]
+    mask, _ = read_tissue_mask(chosen.uri)
+    blocks = mask.reshape(mask.shape[0] // 4, 4, mask.shape[1] // 4, 4).mean(axis=(1, 3))
+    rows, cols = grid["tile_y"].to_numpy() // 64, grid["tile_x"].to_numpy() // 64
+    np.testing.assert_array_equal(overlap["tissue_fraction"].to_numpy(), blocks[rows, cols])

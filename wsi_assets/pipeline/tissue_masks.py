@@ -27,6 +27,7 @@ from upath import UPath
 
 from wsi_assets.pipeline.errors import ForeignFileError, InputFileError
 from wsi_assets.pipeline.locations import (
+    MISSING,
     file_info,
     is_local,
     read_bytes,
@@ -35,7 +36,7 @@ from wsi_assets.pipeline.locations import (
     write_atomic,
 )
 from wsi_assets.pipeline.settings import Settings
-from wsi_assets.pipeline.slides import SLIDE, SlideFiles, SlideStore
+from wsi_assets.pipeline.slides import OVERLAY, SLIDE, SlideFiles, SlideStore
 from wsi_assets.pipeline.steps import about_file
 from wsi_assets.pipeline.tables import Provenance, TableStore
 from wsi_core.slide import open_slide
@@ -161,6 +162,37 @@ def _description(path: UPath) -> str | None:
     if is_local(path):
         return mask_description(path.path)
     return mask_description(io.BytesIO(read_bytes(path)))
+
+
+#: Where an overlay came from (:func:`choose_overlay`).
+USER_OVERLAY = "user overlay"
+GENERATED_MASK = "tissue mask"
+NO_OVERLAY = "none"
+
+
+@dataclass(frozen=True)
+class OverlayChoice:
+    """The overlay ``overlay_overlap`` should read for a slide: its URI (None: none),
+    ``source`` (``USER_OVERLAY``, ``GENERATED_MASK`` or ``NO_OVERLAY``) and ``version``, the
+    input version to record (the user's file version, else the stored mask's provenance id,
+    else ``MISSING``), so that a rebuilt mask makes ``overlay_overlap`` out of date."""
+
+    uri: str | None
+    source: str
+    version: str
+
+
+def choose_overlay(files: SlideFiles, store: TissueMaskStore) -> OverlayChoice:
+    """A user's overlay always wins; a slide without one gets its stored tissue mask, if
+    any. The generated mask records its own resolution: align it without the
+    ``WSI_OVERLAY_MPP*`` settings, which are meant for users' files."""
+    found = files.files.get(OVERLAY)
+    if found is not None:
+        return OverlayChoice(found.uri, USER_OVERLAY, found.version)
+    origin = store.provenance(files.slide.key)
+    if origin is None:
+        return OverlayChoice(None, NO_OVERLAY, MISSING)
+    return OverlayChoice(uri_of(store.path(files.slide.key)), GENERATED_MASK, origin.id)
 
 
 def tissue_provenance(settings: Settings, slide_version: str) -> Provenance:
