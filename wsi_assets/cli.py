@@ -16,13 +16,17 @@ file or option); 2 a command line that does not parse; 130 interrupted.
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import re
 import sys
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
+
+from PIL import Image
 
 from wsi_assets.pipeline.locations import location
 from wsi_assets.pipeline.settings import SettingsError
@@ -38,6 +42,7 @@ from wsi_assets.pipeline.tile_export import (
     select_tiles,
 )
 from wsi_core.errors import WSIError
+from wsi_core.progress import Progress
 from wsi_core.tables import (
     ANNOTATION_COVERAGE,
     OVERLAY_OVERLAP,
@@ -364,9 +369,35 @@ def run_info(args: argparse.Namespace) -> int:
     return 0
 
 
+@contextmanager
+def tile_bars() -> Iterator[Callable[[str], Progress]]:
+    """A progress bar per table being measured, on stderr when it is a terminal: the
+    ``progress(table)`` that :meth:`SingleSlide.build` takes."""
+    from tqdm import tqdm
+
+    bars: dict[str, Any] = {}
+
+    def for_table(table: str) -> Progress:
+        def report(done: int, total: int) -> None:
+            bar = bars.get(table)
+            if bar is None:
+                bar = bars[table] = tqdm(total=total, unit="tile", desc=table, disable=None)
+            bar.update(done - bar.n)
+
+        return report
+
+    try:
+        yield for_table
+    finally:
+        for bar in bars.values():
+            bar.close()
+
+
 def run_tables(args: argparse.Namespace) -> int:
     single = open_slide_of(args, args.output)
-    for outcome in single.build(force=args.rebuild):
+    with tile_bars() as progress:
+        outcomes = single.build(force=args.rebuild, progress=progress)
+    for outcome in outcomes:
         print(_outcome_line(outcome))
         for warning in outcome.warnings:
             print(f"    warning: {_options_named(warning)}")
@@ -380,7 +411,9 @@ def run_export(args: argparse.Namespace) -> int:
     single = open_slide_of(args, tables_root)
     thresholds = Thresholds(args.min_tissue, dict(args.min_coverage or []))
     _check_thresholds(single, thresholds)
-    for outcome in single.build([TILE_GRID, *thresholds.tables_needed()]):
+    with tile_bars() as progress:
+        outcomes = single.build([TILE_GRID, *thresholds.tables_needed()], progress=progress)
+    for outcome in outcomes:
         if outcome.built:
             print(_outcome_line(outcome), file=sys.stderr)
     tables = {t: single.table(t)[0] for t in (TILE_GRID, *thresholds.tables_needed())}
@@ -407,29 +440,13 @@ def run_export(args: argparse.Namespace) -> int:
 
 
 def run_preview(args: argparse.Namespace) -> int:
-    from wsi_core.pictures import read_thumbnail, table_picture
-    from wsi_core.slide import open_slide
-
     with tempfile.TemporaryDirectory(prefix="wsi-tiles-") as scratch:
         single = open_slide_of(args, args.tables or scratch)
-        single.build([args.table])
-        data, grid = single.table(args.table)[0], single.table(TILE_GRID)[0]
-    options = single.settings.storage_options
-
-    def thumbnail(place: str) -> Any:
-        with open_slide(place, storage_options=options) as reader:
-            return read_thumbnail(reader)
-
-    picture = table_picture(
-        args.table,
-        single.pipeline.slides.read(single.slide.uri, thumbnail),
-        data,
-        grid=grid,
-        classes=list(single.settings.label_classes),
-        title=single.key,
-    )
-    location(args.output, options).write_bytes(picture.png)
-    print(f"{args.output}: {picture.size[0]} x {picture.size[1]} px, {picture.caption}")
+        png = single.picture(args.table)
+    location(args.output, single.settings.storage_options).write_bytes(png)
+    with Image.open(io.BytesIO(png)) as image:
+        width, height = image.size
+    print(f"{args.output}: the {args.table} picture, {width} x {height} px")
     return 0
 
 

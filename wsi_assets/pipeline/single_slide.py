@@ -11,20 +11,21 @@ absolute path or URL, so it may live anywhere). Tables are built through the sam
 from __future__ import annotations
 
 import os
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from wsi_assets.pipeline.errors import InputFileError
+from wsi_assets.pipeline.errors import InputFileError, MissingTableError
 from wsi_assets.pipeline.locations import uri_of
 from wsi_assets.pipeline.plans import CURRENT, SlidePlan, plan
 from wsi_assets.pipeline.settings import Settings
 from wsi_assets.pipeline.slides import ANNOTATION, OVERLAY, SLIDE, Slide, SlideFiles
 from wsi_assets.pipeline.steps import Pipeline
 from wsi_assets.pipeline.tables import Provenance
+from wsi_core.progress import Progress
 from wsi_core.remote import is_url
 from wsi_core.tables import TABLES
 from wsi_core.tables.schemas import UPSTREAM
@@ -137,10 +138,17 @@ class SingleSlide:
         found = files or self.files()
         return plan(self.pipeline, [self.slide], files={self.key: found})[0]
 
-    def build(self, tables: Collection[str] = TABLES, *, force: bool = False) -> list[TableOutcome]:
+    def build(
+        self,
+        tables: Collection[str] = TABLES,
+        *,
+        force: bool = False,
+        progress: Callable[[str], Progress | None] | None = None,
+    ) -> list[TableOutcome]:
         """Make ``tables`` (and the tables above them) current in the output root, upstream
         first: build those missing or out of date (all of them with ``force``), keep the
-        others. One outcome per table, in pipeline order."""
+        others. One outcome per table, in pipeline order. ``progress(table)`` gives the
+        ``(done, total)`` tile callback of each table built (see :mod:`wsi_core.progress`)."""
         files = self.files()
         slide_plan = self.plan(files)
         wanted = _with_upstream(tables)
@@ -150,7 +158,8 @@ class SingleSlide:
             if state.state == CURRENT and not force:
                 outcomes.append(self._kept(table))
                 continue
-            built = self.pipeline.build(table, self.key, files)
+            report = None if progress is None else progress(table)
+            built = self.pipeline.build(table, self.key, files, report)
             reason = "rebuilt on request" if state.state == CURRENT else state.reason
             warnings = list(built.facts.get("warnings") or [])
             outcomes.append(
@@ -162,6 +171,20 @@ class SingleSlide:
         path = self.pipeline.tables.path(table, self.key)
         rows = pq.read_metadata(path.path, filesystem=path.fs).num_rows
         return TableOutcome(table, uri_of(path), rows, False, "current")
+
+    def picture(self, table: str) -> bytes:
+        """The PNG of ``table`` that the pipeline stores beside it (what the Dagster UI shows),
+        after making the table current; a table stored before pictures were is rebuilt."""
+        self.build([table])
+        stored = self.pipeline.pictures.read(table, self.key)
+        if stored is None:
+            self.pipeline.build(table, self.key, self.files())
+            stored = self.pipeline.pictures.read(table, self.key)
+        if stored is None:  # the step writes the picture before its table: never expected
+            raise MissingTableError(
+                uri_of(self.pipeline.pictures.path(table, self.key)), "no picture was stored"
+            )
+        return stored
 
     def table(self, table: str) -> tuple[pa.Table, Provenance | None]:
         """The slide's stored ``table`` and its provenance (``MissingTableError`` if absent)."""
