@@ -63,6 +63,12 @@ HEAD, WORKER = "head", "worker"
 RAY = Path(sys.executable).with_name("ray")
 #: Per node: small, because the tests move kilobytes; Ray's default is 30% of memory per node.
 OBJECT_STORE_BYTES = 256 * 1024**2
+#: Run ``ray start`` so that it gets SIGTERM (and stops its node) when the process that
+#: started it dies without running ``finally`` (SIGKILL, ``os._exit``): Linux's parent-death
+#: signal, which survives exec, set by util-linux's ``setpriv`` (a ``preexec_fn`` is unsafe
+#: in a process with threads, as pytest's may be). Without ``setpriv``, no such net.
+_SETPRIV = shutil.which("setpriv")
+_DIE_WITH_PARENT = [_SETPRIV, "--pdeathsig", "TERM", "--"] if _SETPRIV else []
 #: How long a ``ray start`` group gets between SIGTERM and SIGKILL.
 STOP_GRACE_SECONDS = 15.0
 
@@ -211,6 +217,7 @@ class RayCluster:
         temp_dir = self.root / name
         output = self.root / f"{name}.out"
         command = [
+            *_DIE_WITH_PARENT,
             str(RAY), "start", "--block", *extra,
             f"--node-ip-address={HOST}",  # Ray 2.60 rewrites it: see the module docstring
             f"--temp-dir={temp_dir}",
@@ -514,4 +521,25 @@ def start_ray_cluster(
             if keep:
                 print(f"Ray cluster logs kept in {root}", file=sys.stderr)
             else:
-                shutil.rmtree(root, ignore_errors=True)
+                _remove(cluster)
+
+
+def _remove(cluster: RayCluster) -> None:
+    """Delete the cluster's temp dir. Seen once: files written there after :meth:`stop`
+    returned, so that the first removal left some; then sweep again, say what was found,
+    and retry."""
+    for attempt in range(3):
+        shutil.rmtree(cluster.root, ignore_errors=True)
+        if not cluster.root.exists():
+            return
+        late = cluster.pids()
+        left = sorted(str(p.relative_to(cluster.root)) for p in cluster.root.rglob("*"))
+        print(
+            f"{cluster.root} not removed (attempt {attempt + 1}): cluster processes {late}, "
+            f"files {left[:20]}",
+            file=sys.stderr,
+        )
+        for pid in late:
+            _signal(pid, signal.SIGKILL)
+        _wait_gone(late, 5.0)
+        time.sleep(0.5)
