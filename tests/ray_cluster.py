@@ -66,7 +66,9 @@ OBJECT_STORE_BYTES = 256 * 1024**2
 #: Run ``ray start`` so that it gets SIGTERM (and stops its node) when the process that
 #: started it dies without running ``finally`` (SIGKILL, ``os._exit``): Linux's parent-death
 #: signal, which survives exec, set by util-linux's ``setpriv`` (a ``preexec_fn`` is unsafe
-#: in a process with threads, as pytest's may be). Without ``setpriv``, no such net.
+#: in a process with threads, as pytest's may be). Without ``setpriv``, no such net. Linux
+#: counts the *thread* that started it as the parent: start the cluster from a thread that
+#: outlives it (pytest's fixtures run on the main thread).
 _SETPRIV = shutil.which("setpriv")
 _DIE_WITH_PARENT = [_SETPRIV, "--pdeathsig", "TERM", "--"] if _SETPRIV else []
 #: How long a ``ray start`` group gets between SIGTERM and SIGKILL.
