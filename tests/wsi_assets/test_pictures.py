@@ -5,10 +5,12 @@ steps report their progress."""
 
 from __future__ import annotations
 
+import base64
 import io
 import pickle
 from pathlib import Path
 
+import dagster as dg
 import duckdb
 import numpy as np
 import pyarrow.dataset as ds
@@ -142,3 +144,94 @@ def test_long_steps_report_progress_to_the_total(slide_root: Path, tmp_path: Pat
         )
         assert heard[0] == (0, grid.num_rows) and heard[-1] == (grid.num_rows, grid.num_rows)
         assert [d for d, _ in heard] == sorted({d for d, _ in heard})
+
+
+# -- what the Dagster UI shows ------------------------------------------------------------------
+
+
+def preview_rows(markdown: str) -> list[dict[str, str]]:
+    """The rows of a markdown preview table, as dicts of cell text."""
+    lines = [line for line in markdown.splitlines() if line.startswith("| ")]
+    names = [cell.strip() for cell in lines[0].strip("|").split("|")]
+    return [
+        dict(zip(names, (cell.strip() for cell in line.strip("|").split("|")), strict=True))
+        for line in lines[1:]
+    ]
+
+
+def test_metadata_embeds_the_picture_and_says_something(slide_root: Path, tmp_path: Path) -> None:
+    from wsi_assets.metadata import table_metadata
+
+    output = tmp_path / "output"
+    settings = make_settings(slide_root, output, tile_extent=32, stride=32)  # tiles inside regions
+    built = build_all(Pipeline(settings))
+    coverage = table_metadata(built[ANNOTATION_COVERAGE], settings)
+    text = coverage["picture"].value
+    assert text.startswith(f"![annotation_coverage of {KEY}](data:image/png;base64,")
+    encoded = text.split("base64,", 1)[1].split(")", 1)[0]
+    stored = (output / ANNOTATION_COVERAGE / f"slide={KEY}" / PICTURE_FILE).read_bytes()
+    assert np.array_equal(pixels(base64.b64decode(encoded)), pixels(stored))
+    assert coverage["slide"].value == "demo_slide_01.tiff"
+    assert coverage["picture_uri"].value == str(
+        output / ANNOTATION_COVERAGE / f"slide={KEY}" / PICTURE_FILE
+    )
+
+    # the preview starts with the most covered tile
+    parquet = str(output / ANNOTATION_COVERAGE / "*" / "*.parquet")
+    best = duckdb.sql(
+        f"select max(greatest(coverage_tumor, coverage_stroma)) from read_parquet('{parquet}')"
+    ).fetchall()[0][0]
+    assert best > 0.5
+    first = preview_rows(coverage["preview"].value)[0]
+    assert f"{best:.6g}" in (first["coverage_tumor"], first["coverage_stroma"])  # as shown
+    assert "highest coverage of any class first" in coverage["preview"].value
+
+    # the flat numbers, computed again from the stored table
+    for name in ("tumor", "stroma"):
+        mean, over_half, count = duckdb.sql(
+            f"select avg(coverage_{name}), count(*) filter (where coverage_{name} > 0.5), "
+            f"count(*) from read_parquet('{parquet}')"
+        ).fetchall()[0]
+        assert coverage[f"mean_coverage_{name}"].value == pytest.approx(mean, rel=1e-12)
+        assert isinstance(coverage[f"mean_coverage_{name}"], dg.FloatMetadataValue)
+        assert coverage[f"tiles_over_half_{name}"] == dg.MetadataValue.int(over_half)
+        assert coverage["tile_count"] == dg.MetadataValue.int(count)
+    assert coverage["tiles_over_half_tumor"].value > 0
+
+    overlap = table_metadata(built[OVERLAY_OVERLAP], settings)
+    parquet = str(output / OVERLAY_OVERLAP / "*" / "*.parquet")
+    mean, with_tissue, best = duckdb.sql(
+        "select avg(tissue_fraction), count(*) filter (where tissue_fraction > 0), "
+        f"max(tissue_fraction) from read_parquet('{parquet}')"
+    ).fetchall()[0]
+    assert overlap["mean_tissue_fraction"].value == pytest.approx(mean)
+    assert overlap["tiles_with_tissue"].value == with_tissue > 0
+    assert preview_rows(overlap["preview"].value)[0]["tissue_fraction"] == f"{best:.6g}"
+
+    meta = table_metadata(built[SLIDE_METADATA], settings)
+    lines = [line.strip("|").split("|") for line in meta["preview"].value.splitlines()]
+    fields = {name.strip(): value.strip() for name, value in lines if not name.startswith("-")}
+    assert lines[0] == [" slide_key ", f" {KEY} "]
+    row = built[SLIDE_METADATA].data.to_pylist()[0]
+    for name in ("uri", "vendor", "level", "mpp_x", "mpp_y", "level_width", "extent_x"):
+        assert name in fields
+    assert fields["vendor"] == row["vendor"] and fields["level"] == str(row["level"])
+    assert meta["width_level0"].value == row["level_width"][0]
+    assert meta["mpp_x"].value == row["mpp_x"]
+
+
+def test_a_materialization_carries_its_picture(harness) -> None:
+    """Through Dagster, in a real instance: the event of one slide's annotation_coverage."""
+    harness.discover()
+    harness.discover()
+    harness.materialize(KEY)
+    event = harness.instance.get_latest_materialization_event(dg.AssetKey(ANNOTATION_COVERAGE))
+    assert event is not None and event.asset_materialization is not None
+    metadata = event.asset_materialization.metadata
+    assert event.asset_materialization.partition == KEY
+    assert metadata["picture"].value.startswith("![annotation_coverage of demo_slide_01](")
+    assert metadata["slide"].value == "demo_slide_01.tiff"
+    stored = harness.table(ANNOTATION_COVERAGE, KEY)
+    assert metadata["tile_count"].value == stored.num_rows
+    tumor = stored["coverage_tumor"].to_numpy()
+    assert metadata["mean_coverage_tumor"].value == pytest.approx(float(tumor.mean()))

@@ -180,7 +180,8 @@ def build_annotation_coverage(
 
 
 def coverage_summary(table: pa.Table, classes: Mapping[str, str]) -> dict[str, Any]:
-    """Per class: mean coverage over the tiles and number of tiles with any coverage."""
+    """Per class: mean coverage over the tiles (None when nothing was measured), the number
+    of tiles with any coverage and of tiles more than half covered."""
     result: dict[str, Any] = {}
     for name in classes:
         values = table[coverage_column(name)].to_numpy(zero_copy_only=False).astype(np.float64)
@@ -188,5 +189,6 @@ def coverage_summary(table: pa.Table, classes: Mapping[str, str]) -> dict[str, A
         result[name] = {
             "mean": float(measured.mean()) if len(measured) else None,
             "tiles_with_coverage": int((measured > 0).sum()),
+            "tiles_over_half": int((measured > 0.5).sum()),
         }
     return result
