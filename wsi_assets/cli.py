@@ -134,6 +134,13 @@ def _fraction(text: str) -> float:
     return value
 
 
+def _quality(text: str) -> int:
+    value = _positive(int)(text)
+    if value > 100:
+        raise argparse.ArgumentTypeError(f"JPEG quality goes from 1 to 100, got {text}")
+    return int(value)
+
+
 def _pair(text: str) -> tuple[str, str]:
     name, sep, value = text.partition("=")
     if not sep or not name.strip() or not value.strip():
@@ -316,7 +323,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--format", choices=sorted(FORMATS), default="png", help="image format (default png)"
     )
     export.add_argument(
-        "--quality", type=_positive(int), default=90, metavar="Q", help="JPEG quality (90)"
+        "--quality", type=_quality, default=90, metavar="Q", help="JPEG quality, 1 to 100 (90)"
     )
     export.add_argument(
         "--min-tissue",

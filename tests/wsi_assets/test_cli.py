@@ -444,6 +444,9 @@ def test_thresholds_that_cannot_be_answered(
     assert code == 1
     _one_line_error(err, "--min-tissue needs the slide's overlay file", "--overlay")
     assert list(tmp_path.iterdir()) == []  # refused before any table or tile was written
+    code, _, err = run(capsys, "info", slide, "--class", "tumor=([")
+    assert code == 1
+    _one_line_error(err, "--class", "bad regular expression '(['")
     with pytest.raises(SystemExit) as exit_:
         main(["export", slide, "--min-tissue", "1.5", "-o", str(tmp_path)])
     assert exit_.value.code == 2
