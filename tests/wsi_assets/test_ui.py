@@ -8,8 +8,8 @@ would, and open that materialization's event: its picture, its preview and its f
 be on the screen. Every click goes through the browser; Dagster's GraphQL API is only used
 to wait for the run and to know what the event holds.
 
-Screenshots of the asset graph and of the materialization are written to the test's
-temporary folder on every run; with ``UPDATE_DOCS_SCREENSHOTS=1`` they also replace the ones
+Screenshots of the asset graph, of the materialization and of its picture are written to the
+test's temporary folder on every run; with ``UPDATE_DOCS_SCREENSHOTS=1`` they also replace the ones
 in ``docs/images/`` that the README shows.
 
 Select with ``-m browser``. Skips where Chromium or its driver cannot be found, except in CI
@@ -39,7 +39,9 @@ import pytest
 from PIL import Image
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support import expected_conditions as ec
@@ -326,88 +328,116 @@ def number_shown(text: str) -> float:
     return float(text.replace(",", "").strip())
 
 
+# ----------------------------------------------------------------------------- the steps
+def open_asset_graph(page: Page) -> None:
+    """The asset graph of the tables: every table, each with its three slide partitions."""
+    page.open(f"/locations/{LOCATION}/asset-groups/{GROUP}")
+    for table in TABLES:
+        page.visible(f"//div{text_is(table)}")
+    page.visible(f"//a[@href='/assets/{TABLE}?view=partitions']{text_is('3 partitions')}")
+    page.screenshot("asset-graph")
+
+
+def launch_from_partitions(page: Page) -> str:
+    """From the graph, the partitions of ``TABLE``; the slide ``SLIDE``; Materialize; the id
+    of the run launched (from the toast's link)."""
+    page.click(f"//a[@href='/assets/{TABLE}?view=partitions' and not(@target)]")
+    page.click(f"(//*{text_is(SLIDE)})[1]")  # the partition list, the only place it is
+    page.visible(f"//*{text_is(SLIDE)}/following::*{text_is('Materialized')}")
+    page.click("//button[starts-with(normalize-space(.), 'Materialize')]")
+    page.visible(f"//*[starts-with(normalize-space(.), 'Launch runs to materialize {TABLE}')]")
+    page.visible(f"//*[@role='dialog']//*{text_is(SLIDE)}")  # the slide chosen above
+    page.click("//button[normalize-space(.)='Launch 1 run']")
+    toast = page.visible("//a[starts-with(@href, '/runs/')][normalize-space(.)='View']")
+    return (toast.get_attribute("href") or "").rsplit("/runs/", 1)[-1]
+
+
+def materialized_by(dev: DagsterDev, run_id: str) -> dict[str, dict[str, Any]]:
+    """Waits for the run; checks that it is the UI's run of one slide's ``TABLE`` and that
+    the slide's latest materialization is its own; that event's metadata entries by label."""
+    run = finished_run(dev, run_id)
+    assert run["status"] == "SUCCESS", dev.log_tail()
+    tags = {tag["key"]: tag["value"] for tag in run["tags"]}
+    assert tags.get("dagster/from_ui") == "true"
+    assert tags.get("dagster/partition") == SLIDE
+    assert [key["path"] for key in run["assetSelection"]] == [[TABLE]]
+    latest = dev.graphql(MATERIALIZATION, path=[TABLE], partition=SLIDE)
+    (event,) = latest["assetOrError"]["assetMaterializations"]
+    assert event["runId"] == run_id
+    return {entry["label"]: entry for entry in event["metadataEntries"]}
+
+
+def open_event(page: Page, run_id: str) -> None:
+    """The Events tab, the slide's newest event (listed first): the one of ``run_id``."""
+    page.click(f"//a{text_is('Events')}")
+    page.wait.until(ec.url_contains("view=events"))
+    page.click(f"(//div[@data-index][.//span{text_is(SLIDE)}])[1]")
+    page.visible(
+        f"//*[contains(normalize-space(.), 'materialized in run')]"
+        f"/a[starts-with(@href, '/runs/{run_id}')]"
+    )
+
+
+def check_preview(page: Page, entries: dict[str, dict[str, Any]]) -> None:
+    """The preview: a table with the columns of the stored table's preview."""
+    preview = entries["preview"]["mdStr"]
+    columns = [c.strip() for c in preview.splitlines()[0].strip("|").split("|")]
+    assert "coverage_tumor" in columns
+    for column in columns:
+        page.visible(f"{metadata_row('preview')}//table//th{text_is(column)}")
+
+
+def check_figures(page: Page, entries: dict[str, dict[str, Any]]) -> None:
+    """Every number of the event, next to its name, as the UI shows it."""
+    figures = {
+        label: entry.get("intValue", entry.get("floatValue"))
+        for label, entry in entries.items()
+        if entry["__typename"] in {"IntMetadataEntry", "FloatMetadataEntry"}
+    }
+    assert figures["dagster/row_count"] == 96  # 12 x 8 tiles
+    for label, value in figures.items():
+        shown = page.visible(f"{metadata_row(label)}/td[2]").text
+        assert number_shown(shown) == pytest.approx(value, rel=1e-3), (label, shown)
+    page.screenshot("materialization")
+
+
+def check_pictures(page: Page, entries: dict[str, dict[str, Any]]) -> None:
+    """Every image embedded in the event's markdown, loaded and on screen. The UI shows
+    markdown of 1,000 characters or more (any PNG) behind "[Show Markdown]", in a dialog."""
+    pictures = [
+        label
+        for label, entry in entries.items()
+        if entry["__typename"] == "MarkdownMetadataEntry" and "data:image/png" in entry["mdStr"]
+    ]
+    if not pictures:  # until the picture of issue 9 is in the metadata: said, not hidden
+        pytest.xfail(f"no picture in the materialization's metadata yet: {sorted(entries)}")
+    dialog = "//*[@role='dialog']"
+    for label in pictures:
+        page.click(f"{metadata_row(label)}//*{text_is('[Show Markdown]')}")
+        image = page.visible(f"{dialog}//img[starts-with(@src, 'data:image/png')]")
+        assert (image.get_attribute("src") or "") in entries[label]["mdStr"]
+        assert page.driver.execute_script(
+            "return arguments[0].complete && arguments[0].naturalWidth > 0", image
+        ), f"{label}: the picture did not load"
+        page.screenshot("picture" if label == pictures[0] else f"picture-{label}")
+        ActionChains(page.driver).send_keys(Keys.ESCAPE).perform()  # closes the dialog
+        page.wait.until(ec.invisibility_of_element_located((By.XPATH, dialog)))
+
+
 # ----------------------------------------------------------------------------- the test
 def test_a_partition_launched_from_the_ui_shows_its_picture_preview_and_figures(
     dagster_dev: DagsterDev, browser: WebDriver, tmp_path: Path
 ) -> None:
     page = Page(browser, dagster_dev.url, tmp_path)
     try:
-        # The asset graph of the tables: every table, each with its three slide partitions.
-        page.open(f"/locations/{LOCATION}/asset-groups/{GROUP}")
-        for table in TABLES:
-            page.visible(f"//div{text_is(table)}")
-        partitions = f"//a[@href='/assets/{TABLE}?view=partitions' and not(@target)]"
-        page.visible(f"//a[@href='/assets/{TABLE}?view=partitions']{text_is('3 partitions')}")
-        page.screenshot("asset-graph")
-
-        # The partitions of annotation_coverage, from the graph; one slide; Materialize.
-        page.click(partitions)
-        page.click(f"(//*{text_is(SLIDE)})[1]")  # the partition list, the only place it is
-        page.visible(f"//*{text_is(SLIDE)}/following::*{text_is('Materialized')}")
-        page.click("//button[starts-with(normalize-space(.), 'Materialize')]")
-        page.visible(f"//*[starts-with(normalize-space(.), 'Launch runs to materialize {TABLE}')]")
-        page.visible(f"//*[@role='dialog']//*{text_is(SLIDE)}")  # the slide chosen above
-        page.click("//button[normalize-space(.)='Launch 1 run']")
-        toast = page.visible("//a[starts-with(@href, '/runs/')][normalize-space(.)='View']")
-        run_id = (toast.get_attribute("href") or "").rsplit("/runs/", 1)[-1]
-
-        run = finished_run(dagster_dev, run_id)
-        assert run["status"] == "SUCCESS", dagster_dev.log_tail()
-        tags = {tag["key"]: tag["value"] for tag in run["tags"]}
-        assert tags.get("dagster/from_ui") == "true"
-        assert tags.get("dagster/partition") == SLIDE
-        assert [key["path"] for key in run["assetSelection"]] == [[TABLE]]
-        latest = dagster_dev.graphql(MATERIALIZATION, path=[TABLE], partition=SLIDE)
-        (event,) = latest["assetOrError"]["assetMaterializations"]
-        assert event["runId"] == run_id
-        entries = {entry["label"]: entry for entry in event["metadataEntries"]}
-
-        # Its materialization event: the newest one of this slide is the run's.
-        page.click(f"//a{text_is('Events')}")
-        page.wait.until(ec.url_contains("view=events"))
-        page.click(f"(//div[@data-index][.//span{text_is(SLIDE)}])[1]")  # the newest first
-        page.visible(
-            f"//*[contains(normalize-space(.), 'materialized in run')]"
-            f"/a[starts-with(@href, '/runs/{run_id}')]"
-        )
-
-        # The preview: a table with the columns of the stored table's preview.
-        preview = entries["preview"]["mdStr"]
-        columns = [c.strip() for c in preview.splitlines()[0].strip("|").split("|")]
-        assert "coverage_tumor" in columns
-        for column in columns:
-            page.visible(f"{metadata_row('preview')}//table//th{text_is(column)}")
-
-        # The figures: every number of the event, next to its name, as the UI shows it.
-        figures = {
-            label: entry.get("intValue", entry.get("floatValue"))
-            for label, entry in entries.items()
-            if entry["__typename"] in {"IntMetadataEntry", "FloatMetadataEntry"}
-        }
-        assert figures["dagster/row_count"] == 96  # 12 x 8 tiles
-        for label, value in figures.items():
-            shown = page.visible(f"{metadata_row(label)}/td[2]").text
-            assert number_shown(shown) == pytest.approx(value, rel=1e-3), (label, shown)
-
-        # The picture: an image embedded in the event's markdown, loaded and on screen.
-        pictures = [
-            label
-            for label, entry in entries.items()
-            if entry["__typename"] == "MarkdownMetadataEntry" and "data:image/png" in entry["mdStr"]
-        ]
-        if not pictures:  # until the picture of issue 9 is in the metadata: said, not hidden
-            page.screenshot("materialization")
-            pytest.xfail(f"no picture in the materialization's metadata yet: {sorted(entries)}")
-        for label in pictures:
-            image = page.visible(f"{metadata_row(label)}//img[starts-with(@src, 'data:image/png')]")
-            assert (image.get_attribute("src") or "") in entries[label]["mdStr"]
-            assert browser.execute_script(
-                "return arguments[0].complete && arguments[0].naturalWidth > 0", image
-            ), f"{label}: the picture did not load"
-            browser.execute_script("arguments[0].scrollIntoView({block: 'center'})", image)
-        page.screenshot("materialization")
+        open_asset_graph(page)
+        run_id = launch_from_partitions(page)
+        entries = materialized_by(dagster_dev, run_id)
+        open_event(page, run_id)
+        check_preview(page, entries)
+        check_figures(page, entries)
+        check_pictures(page, entries)
     except Exception:
-        page.screenshot(
-            "failure", docs=False
-        )  # what the browser showed, beside the test's other files
+        # What the browser showed, beside the test's other files.
+        page.screenshot("failure", docs=False)
         raise
