@@ -409,8 +409,7 @@ def check_pictures(page: Page, entries: dict[str, dict[str, Any]]) -> None:
         for label, entry in entries.items()
         if entry["__typename"] == "MarkdownMetadataEntry" and "data:image/png" in entry["mdStr"]
     ]
-    if not pictures:  # until the picture of issue 9 is in the metadata: said, not hidden
-        pytest.xfail(f"no picture in the materialization's metadata yet: {sorted(entries)}")
+    assert pictures, f"no picture in the materialization's metadata: {sorted(entries)}"
     dialog = "//*[@role='dialog']"
     for label in pictures:
         page.click(f"{metadata_row(label)}//*{text_is('[Show Markdown]')}")
