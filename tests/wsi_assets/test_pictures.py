@@ -78,10 +78,14 @@ def test_the_slide_is_read_once_for_every_picture(
     pipeline = Pipeline(make_settings(slide_root, tmp_path / "output"))
     build_all(pipeline)
     assert len(reads) == 1
-    # an output root from before thumbnails: the first table that needs one reads the slide
-    (tmp_path / "output" / SLIDE_METADATA / f"slide={KEY}" / THUMBNAIL_FILE).unlink()
-    pipeline.build(TILE_GRID, KEY)
-    pipeline.build(ANNOTATION_COVERAGE, KEY)
+    stored = tmp_path / "output" / SLIDE_METADATA / f"slide={KEY}" / THUMBNAIL_FILE
+    # another process: an output root from before thumbnails; the first table that needs one
+    # reads the slide and stores it, the next one reads it back
+    stored.unlink()
+    other = Pipeline(make_settings(slide_root, tmp_path / "output"))
+    other.build(TILE_GRID, KEY)
+    assert len(reads) == 2 and stored.is_file()
+    Pipeline(make_settings(slide_root, tmp_path / "output")).build(ANNOTATION_COVERAGE, KEY)
     assert len(reads) == 2
 
 

@@ -27,6 +27,7 @@ from wsi_assets_support import DEMO_KEYS, Harness, failure_messages, make_settin
 
 from wsi_assets.pipeline import demo
 from wsi_assets.pipeline.keys import slide_key
+from wsi_assets.pipeline.pictures import PICTURE_FILE, THUMBNAIL_FILE
 from wsi_assets.pipeline.registry import Registration, Registry
 from wsi_assets.pipeline.slides import SlideStore
 from wsi_assets.pipeline.summary import summary_rows
@@ -41,6 +42,8 @@ REGISTRY = f"{OUTPUT}/_registry/slides"
 #: Storage requests allowed for all four tables of one new slide, the kernels' own reads of
 #: the slide and its overlay aside.
 REQUESTS_PER_SLIDE = 15
+#: Pictures beside the tables: one per table and the slide's thumbnail, one PUT each.
+PICTURES_PER_SLIDE = len(TABLES) + 1
 
 
 @pytest.fixture
@@ -174,9 +177,15 @@ def test_tables_on_s3_equal_tables_from_a_local_folder(
         assert on_s3.equals(on_disk), table
     assert summary_rows(s3_harness.pipeline.tables) == summary_rows(local.pipeline.tables)
     tables = {f"{OUTPUT}/{t}/slide={k}/part-0.parquet" for t in TABLES for k in DEMO_KEYS}
-    assert set(s3_bucket.keys(f"{OUTPUT}/")) - set(s3_bucket.keys(f"{REGISTRY}/")) == tables
-    for key in tables:  # one PUT each: a plain MD5 ETag, no multipart suffix, no temp object
+    pictures = {f"{OUTPUT}/{t}/slide={k}/{PICTURE_FILE}" for t in TABLES for k in DEMO_KEYS}
+    pictures |= {f"{OUTPUT}/{SLIDE_METADATA}/slide={k}/{THUMBNAIL_FILE}" for k in DEMO_KEYS}
+    stored = set(s3_bucket.keys(f"{OUTPUT}/")) - set(s3_bucket.keys(f"{REGISTRY}/"))
+    assert stored == tables | pictures
+    for key in stored:  # one PUT each: a plain MD5 ETag, no multipart suffix, no temp object
         assert s3_bucket.etag(key) == md5_hex(s3_bucket.get(key))
+    for key in pictures:  # the same picture whichever store the slide and tables are in
+        local_file = Path(local.settings.output_root) / key.removeprefix(f"{OUTPUT}/")
+        assert s3_bucket.get(key) == local_file.read_bytes(), key
     assert local_copies.made == [] and local_copies.leftovers() == []  # TIFFs read in place
 
 
@@ -205,12 +214,14 @@ def test_one_slide_costs_few_storage_requests(
         return [k for k in kinds if k.split(" ", 1)[1] not in read_by_kernels]
 
     first = job()
-    assert len(first) <= REQUESTS_PER_SLIDE, first
+    assert len(first) <= REQUESTS_PER_SLIDE + PICTURES_PER_SLIDE, first
     counts = Counter(k.split(" ", 1)[0] for k in first)
     assert counts["HEAD"] == 0, "\n".join(first)  # no existence check before a read
-    assert counts["PUT"] == len(TABLES)
-    again = job()  # replacing our own tables costs a footer read and a refused PUT each
-    assert len(again) <= REQUESTS_PER_SLIDE + 2 * len(TABLES), again
+    assert counts["PUT"] == len(TABLES) + PICTURES_PER_SLIDE
+    # the thumbnail is read from the slide once, and not read back by the later tables
+    assert not [k for k in first if k.startswith("GET") and k.endswith(THUMBNAIL_FILE)], first
+    again = job()  # replacing our own files costs a footer (or picture) read and a refused PUT
+    assert len(again) <= REQUESTS_PER_SLIDE + 3 * PICTURES_PER_SLIDE + 2 * len(TABLES), again
     with capsys.disabled():
         print(f"\nS3 requests for one slide's four tables: {len(first)} new, {len(again)} again")
 

@@ -128,6 +128,9 @@ class Pipeline:
         self.tables = TableStore(settings.output_root, settings.storage_options)
         self.registry = Registry(settings.output_root, settings.storage_options)
         self.pictures = PictureStore(self.tables)
+        #: The last thumbnail used: (slide key, provenance id of the slide_metadata it goes
+        #: with, thumbnail). One slide's steps in one process then read it once, not per table.
+        self._last_thumbnail: tuple[str, str, Thumbnail] | None = None
 
     def slide(self, key: str) -> Slide:
         """The slide of partition ``key``: from the registry, else found under the slide
@@ -212,12 +215,21 @@ class Pipeline:
         }
         return Built(table, key, data, stored, facts, upstream, picture, picture_uri)
 
-    def _thumbnail(self, key: str, uri: str) -> Thumbnail:
-        """Slide ``key``'s stored thumbnail; when there is none (tables written before
-        thumbnails were), the slide at ``uri`` is read and its thumbnail stored."""
-        held = self.pictures.thumbnail(key)
-        if held is not None:
-            return held
+    def _thumbnail(self, key: str, uri: str, meta_id: str | None) -> Thumbnail:
+        """Slide ``key``'s thumbnail for the ``slide_metadata`` of provenance ``meta_id``: the
+        one this pipeline last used when it is that one, else the stored one; when none is
+        stored (tables written before thumbnails were), the slide at ``uri`` is read and its
+        thumbnail stored."""
+        last = self._last_thumbnail
+        if last is not None and meta_id is not None and last[:2] == (key, meta_id):
+            return last[2]
+        thumbnail = self.pictures.thumbnail(key) or self._fresh_thumbnail(key, uri)
+        if meta_id is not None:
+            self._last_thumbnail = (key, meta_id, thumbnail)
+        return thumbnail
+
+    def _fresh_thumbnail(self, key: str, uri: str) -> Thumbnail:
+        """Read the thumbnail of slide ``key`` from its file at ``uri``, and store it."""
         meta = self._slide_facts(key)
         extent0 = (meta["level_width"][0], meta["level_height"][0])
         try:
@@ -272,6 +284,7 @@ class Pipeline:
         }
         self.pictures.write_thumbnail(key, thumbnail)
         origin = provenance(settings, SLIDE_METADATA, found.version, None)
+        self._last_thumbnail = (key, origin.id, thumbnail)
         return self._store(
             SLIDE_METADATA, key, data, origin, facts, thumbnail=thumbnail, relpath=slide.relpath
         )
@@ -298,7 +311,7 @@ class Pipeline:
             "warnings": _present(resolution_warning(row)),
         }
         origin = provenance(settings, TILE_GRID, None, _id(upstream))
-        thumbnail = self._thumbnail(key, row["uri"])
+        thumbnail = self._thumbnail(key, row["uri"], _id(upstream))
         return self._store(
             TILE_GRID, key, data, origin, facts, meta, thumbnail=thumbnail, relpath=row["relpath"]
         )
@@ -340,7 +353,7 @@ class Pipeline:
         facts["coverage_summary"] = coverage_summary(data, classes)
         origin = provenance(settings, ANNOTATION_COVERAGE, files.version(ANNOTATION), _id(upstream))
         slide = files.slide
-        thumbnail = self._thumbnail(key, slide.uri)
+        thumbnail = self._thumbnail(key, slide.uri, _meta_id(upstream))
         return self._store(
             ANNOTATION_COVERAGE,
             key,
@@ -378,7 +391,7 @@ class Pipeline:
         facts["overlap_summary"] = overlap_summary(data)
         origin = provenance(settings, OVERLAY_OVERLAP, files.version(OVERLAY), _id(upstream))
         slide = files.slide
-        thumbnail = self._thumbnail(key, slide.uri)
+        thumbnail = self._thumbnail(key, slide.uri, _meta_id(upstream))
         return self._store(
             OVERLAY_OVERLAP,
             key,
@@ -421,6 +434,13 @@ MPP_SOURCES = {
     "override": "WSI_{kind}_MPP_OVERRIDE (instead of the file's own)",
     "slide dimensions": "the slide's, scaled to the overlay's size (the file records none)",
 }
+
+
+def _meta_id(grid_origin: Provenance | None) -> str | None:
+    """The provenance id of the ``slide_metadata`` a ``tile_grid`` was computed from (None
+    when unknown)."""
+    found = None if grid_origin is None else grid_origin.inputs.get(SLIDE_METADATA)
+    return None if found in (None, "unknown") else found
 
 
 def _present(*warnings: str | None) -> list[str]:
