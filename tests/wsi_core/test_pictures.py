@@ -266,3 +266,47 @@ def test_real_slide_picture_is_small(shared_data: Path) -> None:
     picture = table_picture("slide_metadata", thumbnail, meta)
     assert "2220x2967 px at level 0, 1 level, 0.499 um/px, aperio" in picture.caption
     assert len(picture.png) < 300 * 1024
+
+
+def test_real_slide_coverage_picture(shared_data: Path) -> None:
+    """CMU-1-Small-Region with LUNA's DSA squares (Tumor at 1512-2333, past the right edge;
+    Other at 512-1333): tiles wholly inside a square are drawn nearer its class colour than
+    the slide, tiles outside both are the slide's own pixels (to the palette's rounding)."""
+    path = shared_data / "slides" / "CMU-1-Small-Region.svs"
+    annotation = shared_data / "annotations" / "geojson" / "123.annotation.geojson"
+    with open_slide(str(path)) as reader:
+        thumbnail = read_thumbnail(reader)
+    meta, _ = build_slide_metadata(
+        str(path), slide_key="c", uri=str(path), relpath=path.name, file_size=1, target_mpp=0.5
+    )
+    grid = build_tile_grid(meta, 64, 64, "keep")
+    classes = {"tumor": "(?i)tumor", "other": "(?i)other"}
+    coverage, _ = build_annotation_coverage(
+        grid,
+        str(annotation),
+        classes,
+        box(0, 0, 64, 64),
+        label_property="label",
+        extent0=(2220, 2967),
+    )
+    picture = table_picture(
+        "annotation_coverage", thumbnail, coverage, grid=grid, classes=list(classes)
+    )
+    drawn = decode(picture.png)
+    under = thumbnail.image.astype(int)
+    checked = {"full": 0, "empty": 0}
+    for row in coverage.to_pylist():
+        x, y = centre(thumbnail, row["tile_x"] // 64, row["tile_y"] // 64, 64)
+        if x >= thumbnail.size[0] or y >= thumbnail.size[1]:
+            continue  # the last tiles reach past the slide
+        got, slide_px = drawn[y, x], under[y, x]
+        for index, name in enumerate(classes):
+            if row[f"coverage_{name}"] == 1.0:
+                colour = blended(tuple(slide_px), class_colour(index), COVERAGE_ALPHA)
+                assert np.abs(got - colour).sum() < np.abs(got - slide_px).sum()
+                checked["full"] += 1
+        if row["coverage_tumor"] == 0.0 and row["coverage_other"] == 0.0:
+            assert np.abs(got - slide_px).max() <= 40  # 256 colours for a stained slide
+            checked["empty"] += 1
+    assert checked["full"] > 150 and checked["empty"] > 1000
+    assert len(picture.png) < 300 * 1024
