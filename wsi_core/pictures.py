@@ -224,12 +224,15 @@ def tile_layout(tiles: pa.Table, thumbnail: Thumbnail, downsample: float) -> Til
     ``tile_extent_x``, ``tile_extent_y``) on ``thumbnail``; ``downsample`` is level-0 pixels
     per level pixel of the tiled level."""
     width, height = thumbnail.size
+    if tiles.num_rows == 0:  # a slide smaller than one tile, with last="drop"
+        nothing = np.empty(0, dtype=np.float64)
+        return TileLayout(np.full((height, width), -1, dtype=np.int64), nothing, nothing)
     per_px_x = thumbnail.extent0[0] / width / downsample  # level pixels per picture pixel
     per_px_y = thumbnail.extent0[1] / height / downsample
     tx = tiles["tile_x"].to_numpy().astype(np.float64)
     ty = tiles["tile_y"].to_numpy().astype(np.float64)
-    ex = float(tiles["tile_extent_x"][0].as_py()) if tiles.num_rows else 0.0
-    ey = float(tiles["tile_extent_y"][0].as_py()) if tiles.num_rows else 0.0
+    ex = float(tiles["tile_extent_x"][0].as_py())
+    ey = float(tiles["tile_extent_y"][0].as_py())
     xs, col = np.unique(tx, return_inverse=True)
     ys, row = np.unique(ty, return_inverse=True)
     index = np.full((len(ys), len(xs)), -1, dtype=np.int64)
@@ -245,11 +248,11 @@ def tile_layout(tiles: pa.Table, thumbnail: Thumbnail, downsample: float) -> Til
     return TileLayout(pixel_tile, edges_x, edges_y)
 
 
-def _axis_cells(origins: np.ndarray, extent: float, centres: np.ndarray):
+def _axis_cells(
+    origins: np.ndarray, extent: float, centres: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """Per centre, the last origin at or before it (clamped to 0) and whether the centre
     lies inside that tile."""
-    if len(origins) == 0:
-        return np.zeros(len(centres), dtype=np.int64), np.zeros(len(centres), dtype=bool)
     cell = np.searchsorted(origins, centres, side="right") - 1
     inside = (cell >= 0) & (centres < origins[np.maximum(cell, 0)] + extent)
     return np.maximum(cell, 0), inside

@@ -310,3 +310,13 @@ def test_real_slide_coverage_picture(shared_data: Path) -> None:
             checked["empty"] += 1
     assert checked["full"] > 150 and checked["empty"] > 1000
     assert len(picture.png) < 300 * 1024
+
+
+def test_a_grid_without_tiles_is_drawn_plain(
+    tables: dict[str, pa.Table], thumbnail: Thumbnail
+) -> None:
+    empty = build_tile_grid(tables["meta"], 4096, 4096, "drop")  # larger than the level
+    assert empty.num_rows == 0
+    picture = table_picture("tile_grid", thumbnail, empty, title="s")
+    assert picture.caption == "s: no tiles"
+    assert np.abs(decode(picture.png)[:600] - thumbnail.image.astype(int)).max() <= TOLERANCE
