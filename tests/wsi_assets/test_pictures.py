@@ -239,3 +239,16 @@ def test_a_materialization_carries_its_picture(harness) -> None:
     assert metadata["tile_count"].value == stored.num_rows
     tumor = stored["coverage_tumor"].to_numpy()
     assert metadata["mean_coverage_tumor"].value == pytest.approx(float(tumor.mean()))
+
+
+def test_pictures_do_not_depend_on_the_process(slide_root: Path, tmp_path: Path) -> None:
+    """All four tables in one pipeline (the thumbnail kept in memory) or each in a pipeline of
+    its own (the thumbnail read back): the same bytes."""
+    together = tmp_path / "together"
+    build_all(Pipeline(make_settings(slide_root, together)))
+    apart = tmp_path / "apart"
+    for table in TABLES:
+        Pipeline(make_settings(slide_root, apart)).build(table, KEY)
+    for table in TABLES:
+        name = f"{table}/slide={KEY}/{PICTURE_FILE}"
+        assert (together / name).read_bytes() == (apart / name).read_bytes(), table

@@ -91,9 +91,13 @@ class PictureStore:
         except FileNotFoundError:
             return None
 
-    def write_thumbnail(self, key: str, thumbnail: Thumbnail) -> str:
-        """Store slide ``key``'s thumbnail beside its ``slide_metadata``."""
-        return self.write(SLIDE_METADATA, key, thumbnail_png(thumbnail), THUMBNAIL_FILE)
+    def write_thumbnail(self, key: str, thumbnail: Thumbnail) -> Thumbnail:
+        """Store slide ``key``'s thumbnail beside its ``slide_metadata`` and return it as
+        stored (its 256 colours): every picture is drawn over exactly what a later reader
+        gets, so a picture does not depend on the process that drew it."""
+        png = thumbnail_png(thumbnail)
+        self.write(SLIDE_METADATA, key, png, THUMBNAIL_FILE)
+        return thumbnail_from_png(png)
 
     def thumbnail(self, key: str) -> Thumbnail | None:
         """Slide ``key``'s stored thumbnail (None when there is none, or it cannot be read:

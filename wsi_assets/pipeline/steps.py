@@ -236,8 +236,7 @@ class Pipeline:
             thumbnail = self.slides.read(uri, lambda found: self._read_thumbnail(found, extent0))
         except FileNotFoundError:
             thumbnail = blank_thumbnail(extent0, note=f"no thumbnail: {uri} not found")
-        self.pictures.write_thumbnail(key, thumbnail)
-        return thumbnail
+        return self.pictures.write_thumbnail(key, thumbnail)
 
     def _read_thumbnail(self, location: str, extent0: tuple[int, int] | None = None) -> Thumbnail:
         """The thumbnail of the slide at ``location``. A slide whose pixels cannot be read
@@ -282,7 +281,7 @@ class Pipeline:
             "mpp_used": [row["mpp_x"], row["mpp_y"]],
             "warnings": _present(resolution_warning(row), thumbnail.note),
         }
-        self.pictures.write_thumbnail(key, thumbnail)
+        thumbnail = self.pictures.write_thumbnail(key, thumbnail)
         origin = provenance(settings, SLIDE_METADATA, found.version, None)
         self._last_thumbnail = (key, origin.id, thumbnail)
         return self._store(
