@@ -9,7 +9,14 @@ from __future__ import annotations
 import importlib
 import sys
 
-SUITES = ("bench_coverage", "bench_overlay", "bench_tissue", "bench_ray", "bench_automation")
+SUITES = (
+    "bench_coverage",
+    "bench_overlay",
+    "bench_tissue",
+    "bench_ray",
+    "bench_backfill",
+    "bench_automation",
+)
 
 
 def _line(row: dict) -> str:

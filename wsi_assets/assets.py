@@ -1,25 +1,34 @@
 """The asset graph: three observed input files and the four per-slide tables.
 
-Each table asset is the same few lines: build the table with
-:meth:`wsi_assets.pipeline.steps.Pipeline.build` (stores in, builder, store out), apply the
-table's checks to what it built, return a ``MaterializeResult``. Input files are external
-assets: ``slide_sensor`` reports a materialization of a slide's ``annotation_file`` when that
-file changes, which is how Dagster knows that only ``annotation_coverage`` must follow.
+The four tables are one subsettable multi-asset, so a run builds the selected tables of its
+slides in one step, upstream first, with :func:`wsi_assets.pipeline.batch.build_slide` (stores
+in, builder, store out, per table). A run of one slide (the sensor's, automation's, a click in
+the UI) builds in-process. A run of many slides, which is what a backfill becomes under
+``BackfillPolicy.multi_run(WSI_BACKFILL_BATCH)``, builds them in parallel on Ray
+(:func:`~wsi_assets.pipeline.batch.build_on_ray`) and reports each slide's tables as they
+finish: one materialization per slide and table, with that table's own metadata and checks.
+
+A table that cannot be built fails alone: the tables not below it are still built and
+reported, and the step fails at the end, naming every file and problem, so exactly the failed
+partitions show as failed. Input files are external assets: ``slide_sensor`` reports a
+materialization of a slide's ``annotation_file`` when that file changes, which is how Dagster
+knows that only ``annotation_coverage`` must follow.
 """
 
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import dagster as dg
 
 from wsi_assets.automation import table_condition
-from wsi_assets.metadata import materialize_result
+from wsi_assets.metadata import materialize_result, table_metadata
 from wsi_assets.partitions import SLIDES
+from wsi_assets.pipeline.batch import SlideOutcome, build_on_ray, build_slide
 from wsi_assets.pipeline.settings import Settings
-from wsi_assets.pipeline.steps import SOURCE_OF, Built, Pipeline
+from wsi_assets.pipeline.steps import SOURCE_OF, Built
+from wsi_assets.ray_resource import SlideRay
 from wsi_assets.sources import source_event, source_specs
-from wsi_core.errors import WSIError
 from wsi_core.tables import ANNOTATION_COVERAGE, OVERLAY_OVERLAP, SLIDE_METADATA, TILE_GRID
 from wsi_core.tables import checks as rules
 
@@ -41,7 +50,8 @@ DESCRIPTIONS = {
     OVERLAY_OVERLAP: "Per tile: fraction of the ROI's overlay pixels per overlay value (map), "
     "and tissue_fraction (value != 0); null where the slide has no overlay.",
 }
-#: Storage errors (``OSError``) are retried; a bad input file fails at once, never retried.
+#: Storage errors (``OSError``) of a one-slide run are retried; a bad input file fails at
+#: once, never retried. (A run of many slides retries storage errors per slide, on Ray.)
 RETRY = dg.RetryPolicy(max_retries=2, delay=2.0, backoff=dg.Backoff.EXPONENTIAL)
 
 
@@ -89,9 +99,9 @@ CHECKS: dict[str, dict[str, Check]] = {
 }
 
 
-def check_specs(table: str) -> list[dg.AssetCheckSpec]:
-    """One check per slide partition. Partitioned checks are a Dagster preview feature: its
-    warning, and only that one, is silenced where the specs are made."""
+def check_specs() -> list[dg.AssetCheckSpec]:
+    """The checks of every table, one per slide partition. Partitioned checks are a Dagster
+    preview feature: its warning, and only that one, is silenced where the specs are made."""
     with warnings.catch_warnings():
         warnings.filterwarnings(
             "ignore",
@@ -102,84 +112,189 @@ def check_specs(table: str) -> list[dg.AssetCheckSpec]:
             dg.AssetCheckSpec(
                 name, asset=table, description=check.description, partitions_def=SLIDES
             )
-            for name, check in CHECKS.get(table, {}).items()
+            for table, checks in CHECKS.items()
+            for name, check in checks.items()
         ]
 
 
-def check_results(built: Built) -> list[dg.AssetCheckResult]:
+def verdicts(built: Built) -> Iterator[tuple[str, Check, rules.Verdict]]:
     """The checks of ``built``'s table applied to it (no read: it is in memory)."""
-    results = []
     for name, check in CHECKS.get(built.table, {}).items():
-        verdict = check.rule(built)
-        results.append(
-            dg.AssetCheckResult(
-                check_name=name,
-                passed=verdict.passed,
-                description=verdict.description,
-                metadata=verdict.metadata,
-                severity=check.severity,
-            )
+        yield name, check, check.rule(built)
+
+
+def check_results(built: Built) -> list[dg.AssetCheckResult]:
+    """The checks of ``built`` as results of a one-slide step."""
+    return [
+        dg.AssetCheckResult(
+            asset_key=built.table,
+            check_name=name,
+            passed=verdict.passed,
+            description=verdict.description,
+            metadata=verdict.metadata,
+            severity=check.severity,
         )
-    return results
+        for name, check, verdict in verdicts(built)
+    ]
 
 
-def build(context: dg.AssetExecutionContext, settings: Settings, table: str) -> Built:
-    """Build ``table`` of the run's slide, first recording the version of the input file it
-    reads (so that ``slide_sensor`` notices when the file changes, even if this build fails).
+def check_evaluations(built: Built) -> list[dg.AssetCheckEvaluation]:
+    """The checks of ``built`` as events of its own slide partition (a many-slide step)."""
+    return [
+        dg.AssetCheckEvaluation(
+            asset_key=dg.AssetKey(built.table),
+            check_name=name,
+            passed=verdict.passed,
+            description=verdict.description,
+            metadata=verdict.metadata,
+            severity=check.severity,
+            partition=built.key,
+        )
+        for name, check, verdict in verdicts(built)
+    ]
 
-    A storage error (``OSError``) is raised as is and retried by ``RETRY``; anything else
-    fails the partition at once, never retried: an unusable input with a message that starts
-    with the file, an unexpected error with its type."""
-    key = context.partition_key
-    pipeline = Pipeline(settings)
-    try:
-        files = None
+
+def log_inputs(context: dg.AssetExecutionContext, outcome: SlideOutcome) -> None:
+    """Record the version of each input file the slide's tables read (first, so that a table
+    materialized in the same run is not seen as older than its input, and so that
+    ``slide_sensor`` notices a change even when the build failed)."""
+    if outcome.files is None:
+        return
+    attempted = [b.table for b in outcome.built] + [f.table for f in outcome.failed]
+    for table in attempted:
         if table in SOURCE_OF:
-            files = pipeline.inputs(key)
-            context.log_event(source_event(SOURCE_OF[table], files, f"read by {table}"))
-        return pipeline.build(table, key, files)
-    except OSError:
-        raise
-    except WSIError as error:
-        raise dg.Failure(
-            description=str(error),
-            metadata={"file": dg.MetadataValue.path(error.path or ""), "problem": error.problem},
+            context.log_event(source_event(SOURCE_OF[table], outcome.files, f"read by {table}"))
+
+
+def log_built(context: dg.AssetExecutionContext, built: Built, where: str = "") -> None:
+    context.log.info(f"{built.stored.uri}: {built.data.num_rows} rows{where}")
+    for warning in built.facts.get("warnings", []):
+        context.log.warning(f"{built.stored.uri}: {warning}")
+
+
+def failed_step(outcomes: Sequence[SlideOutcome], slides: int) -> dg.Failure:
+    """The step's failure, naming every table that failed (slide, file and problem) and the
+    tables left unbuilt below it."""
+    failures = [(o.key, f) for o in outcomes for f in o.failed]
+    if slides == 1 and len(failures) == 1:
+        _, failure = failures[0]
+        return dg.Failure(
+            description=failure.message,
+            metadata={
+                "file": dg.MetadataValue.path(failure.file or ""),
+                "problem": failure.problem or failure.kind,
+            },
             allow_retries=False,
-        ) from error
-    except Exception as error:
-        raise dg.Failure(
-            description=f"{table} of {key}: {type(error).__name__}: {error}", allow_retries=False
-        ) from error
+        )
+    lines = []
+    for outcome in outcomes:
+        below = f" (not built: {', '.join(outcome.skipped)})" if outcome.skipped else ""
+        lines += [f"- {f.table} of {outcome.key}: {f.message}{below}" for f in outcome.failed]
+    keys = sorted(o.key for o in outcomes)
+    return dg.Failure(
+        description=f"{len(keys)} of {slides} slides failed:\n" + "\n".join(lines),
+        metadata={
+            "failed slides": dg.MetadataValue.json(keys),
+            "failures": dg.MetadataValue.json(
+                [
+                    {"slide": key, "table": f.table, "file": f.file, "problem": f.problem}
+                    for key, f in failures
+                ]
+            ),
+        },
+        allow_retries=False,
+    )
 
 
-def table_asset(table: str, settings: Settings) -> dg.AssetsDefinition:
-    """The asset of ``table``; its code version follows the settings it depends on."""
+def one_slide(
+    context: dg.AssetExecutionContext, settings: Settings, key: str, tables: list[str]
+) -> Iterator[dg.MaterializeResult]:
+    """Build the selected tables of one slide in-process and yield their results."""
+    outcome = build_slide(settings, key, tables)
+    log_inputs(context, outcome)
+    for built in outcome.built:
+        log_built(context, built)
+        yield materialize_result(built, settings, check_results(built))
+    storage = [f for f in outcome.failed if f.storage]
+    if storage:  # raised as an OSError so that RETRY tries the step again
+        raise OSError(storage[0].message)
+    if outcome.failed:
+        raise failed_step([outcome], 1)
 
-    @dg.asset(
-        name=table,
+
+def many_slides(
+    context: dg.AssetExecutionContext,
+    settings: Settings,
+    ray: SlideRay,
+    keys: Sequence[str],
+    tables: list[str],
+) -> None:
+    """Build the selected tables of many slides on Ray, reporting each slide as it finishes."""
+    context.log.info(f"{len(keys)} slides on {ray.start(context)}")
+    failed: list[SlideOutcome] = []
+    for done, outcome in enumerate(build_on_ray(settings, keys, tables), start=1):
+        log_inputs(context, outcome)
+        for built in outcome.built:
+            log_built(context, built, f" (Ray node {outcome.node[:12]})")
+            metadata = {**table_metadata(built, settings), "ray_node": outcome.node}
+            context.log_event(
+                dg.AssetMaterialization(
+                    asset_key=built.table, partition=built.key, metadata=metadata
+                )
+            )
+            for evaluation in check_evaluations(built):
+                context.log_event(evaluation)
+        if outcome.failed:
+            failed.append(outcome)
+        context.log.info(f"{outcome.key}: done ({done} of {len(keys)} slides)")
+    if failed:
+        raise failed_step(failed, len(keys))
+
+
+def table_specs(settings: Settings) -> list[dg.AssetSpec]:
+    """The four tables; their code versions follow the settings each depends on. Skippable:
+    a table that fails is not reported while the others of the step are."""
+    return [
+        dg.AssetSpec(
+            table,
+            deps=DEPS[table],
+            description=DESCRIPTIONS[table],
+            group_name=GROUP,
+            kinds={"parquet"},
+            code_version=settings.code_version(table),
+            automation_condition=table_condition(),
+            partitions_def=SLIDES,
+            skippable=True,
+        )
+        for table in DEPS
+    ]
+
+
+def tables_asset(settings: Settings) -> dg.AssetsDefinition:
+    """The four tables as one subsettable multi-asset (see the module docstring)."""
+
+    @dg.multi_asset(
+        name="tables",
+        specs=table_specs(settings),
+        check_specs=check_specs(),
+        can_subset=True,
         partitions_def=SLIDES,
-        deps=DEPS[table],
-        group_name=GROUP,
-        kinds={"parquet"},
         retry_policy=RETRY,
-        code_version=settings.code_version(table),
-        automation_condition=table_condition(),
-        check_specs=check_specs(table),
-        description=DESCRIPTIONS[table],
+        backfill_policy=dg.BackfillPolicy.multi_run(settings.backfill_batch),
     )
     def compute(
-        context: dg.AssetExecutionContext, settings: dg.ResourceParam[Settings]
-    ) -> dg.MaterializeResult:
-        built = build(context, settings, table)
-        context.log.info(f"{built.stored.uri}: {built.data.num_rows} rows")
-        for warning in built.facts.get("warnings", []):
-            context.log.warning(f"{built.stored.uri}: {warning}")
-        return materialize_result(built, settings, check_results(built))
+        context: dg.AssetExecutionContext, settings: dg.ResourceParam[Settings], ray: SlideRay
+    ) -> Iterator[dg.MaterializeResult]:
+        tables = [t for t in DEPS if dg.AssetKey(t) in context.selected_asset_keys]
+        keys = context.partition_keys
+        if len(keys) == 1:
+            yield from one_slide(context, settings, keys[0], tables)
+        else:
+            many_slides(context, settings, ray, keys, tables)
 
     return compute
 
 
 def build_assets(settings: Settings) -> list[dg.AssetSpec | dg.AssetsDefinition]:
     """Input files and tables, the tables' code versions bound to ``settings``."""
-    tables = [table_asset(table, settings) for table in DEPS]
-    return [*source_specs(), *tables]
+    return [*source_specs(), tables_asset(settings)]

@@ -9,11 +9,14 @@ import dagster as dg
 from wsi_assets.assets import build_assets
 from wsi_assets.automation import TABLE_KEYS, automation_sensor, sweep_sensor
 from wsi_assets.pipeline.settings import Settings
+from wsi_assets.ray_resource import slide_ray
 from wsi_assets.sensors import slide_sensor
 
 #: The job that builds one slide's tables (the sweep's runs, ``make run``, a click in the UI).
 SLIDE_JOB = "slide_tables"
 RESOURCE_KEY = "settings"
+#: The Ray of runs with many slides (connected only by them).
+RAY_KEY = "ray"
 
 
 def slide_job():
@@ -33,7 +36,7 @@ def build_defs(settings: Settings) -> dg.Definitions:
         assets=build_assets(settings),
         jobs=[slide_job()],
         sensors=[slide_sensor(), automation_sensor(), sweep_sensor(SLIDE_JOB)],
-        resources={RESOURCE_KEY: settings},
+        resources={RESOURCE_KEY: settings, RAY_KEY: slide_ray()},
         executor=dg.in_process_executor,
     )
 

@@ -28,6 +28,7 @@ variable                        meaning                                        e
 ``WSI_MAX_TILES``               tiles a slide may have before it is refused    ``2000000``
 ``WSI_EXCLUDE``                 file names that are never slides (globs)       ``*_mask.*``
 ``WSI_TISSUE``                  tissue-mask parameters changed (JSON object)   ``{"pen_hue":null}``
+``WSI_BACKFILL_BATCH``          slides per run of a backfill (on Ray)          ``50``
 ==============================  =============================================  ===================
 
 Relative local roots are made absolute against the working directory when the settings are
@@ -170,6 +171,13 @@ class Settings(BaseSettings):
         description="Tissue-mask parameters that differ from the defaults, by the field names "
         "of wsi_core.tissue.TissueParameters (target_mpp in um/px, sizes in um and um2, hues "
         "in degrees).",
+    )
+    backfill_batch: int = Field(
+        default=50,
+        gt=0,
+        le=10_000,
+        description="Slides per run when a backfill covers many slides: each such run builds "
+        "its slides in parallel on Ray (RAY_ADDRESS, else a local Ray). Not a table setting.",
     )
 
     @field_validator("slide_root", "output_root")
