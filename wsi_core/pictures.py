@@ -521,5 +521,5 @@ def _png(image: Image.Image, info: PngInfo | None = None, exact: Sequence[RGB] =
     palette.putpalette([value for colour in reserved for value in colour] + found)
     mapped = image.quantize(palette=palette, dither=Image.Dither.NONE)
     sink = io.BytesIO()
-    mapped.save(sink, format="PNG", optimize=True, pnginfo=info)
+    mapped.save(sink, format="PNG", pnginfo=info)  # optimize=True: 2 % smaller, 10x slower
     return sink.getvalue()
