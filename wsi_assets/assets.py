@@ -29,6 +29,7 @@ from wsi_assets.pipeline.settings import Settings
 from wsi_assets.pipeline.steps import SOURCE_OF, Built
 from wsi_assets.ray_resource import SlideRay
 from wsi_assets.sources import source_event, source_specs
+from wsi_core.progress import progress_logger
 from wsi_core.tables import ANNOTATION_COVERAGE, OVERLAY_OVERLAP, SLIDE_METADATA, TILE_GRID
 from wsi_core.tables import checks as rules
 
@@ -209,8 +210,14 @@ def failed_step(outcomes: Sequence[SlideOutcome], slides: int) -> dg.Failure:
 def one_slide(
     context: dg.AssetExecutionContext, settings: Settings, key: str, tables: list[str]
 ) -> Iterator[dg.MaterializeResult]:
-    """Build the selected tables of one slide in-process and yield their results."""
-    outcome = build_slide(settings, key, tables)
+    """Build the selected tables of one slide in-process and yield their results; the long
+    steps log "tiles done of total" as they go."""
+    outcome = build_slide(
+        settings,
+        key,
+        tables,
+        progress=lambda table: progress_logger(context.log.info, f"{table} of {key}"),
+    )
     log_inputs(context, outcome)
     for built in outcome.built:
         log_built(context, built)

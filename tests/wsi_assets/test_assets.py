@@ -227,3 +227,20 @@ def test_object_store_roots(demo_source: Path, instance: dg.DagsterInstance) -> 
     assert latest_metadata(harness, ANNOTATION_COVERAGE, key)["annotation_file"].value == (
         f"{bucket}/slides/{slide.annotation_name()}"
     )
+
+
+def test_long_steps_log_tiles_done_of_total(harness: Harness) -> None:
+    """The run page moves: coverage and overlap say how many tiles of the slide are done."""
+    harness.discover()
+    key = "demo_slide_01"
+    result = harness.materialize(key)
+    assert result.success
+    tiles = harness.table("tile_grid", key).num_rows
+    logs = [
+        record.user_message
+        for record in harness.instance.all_logs(result.run_id)
+        if record.user_message
+    ]
+    for table in ("annotation_coverage", "overlay_overlap"):
+        done = f"{table} of {key}: {tiles:,} of {tiles:,} tiles (100 %)"
+        assert any(done in line for line in logs), (table, logs[-20:])

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import pickle
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -23,6 +23,7 @@ from wsi_assets.pipeline.settings import Settings
 from wsi_assets.pipeline.slides import SlideFiles
 from wsi_assets.pipeline.steps import SOURCE_OF, Built, Pipeline
 from wsi_core.errors import WSIError
+from wsi_core.progress import Progress
 from wsi_core.tables import TABLES
 from wsi_core.tables.schemas import UPSTREAM
 
@@ -92,10 +93,12 @@ def _blocked_by(table: str, outcome: SlideOutcome) -> str | None:
     return None
 
 
-def _with_retries(pipeline: Pipeline, table: str, key: str, files: Any, retries: int) -> Built:
+def _with_retries(
+    pipeline: Pipeline, table: str, key: str, files: Any, retries: int, progress: Progress | None
+) -> Built:
     for attempt in range(retries + 1):
         try:
-            return pipeline.build(table, key, files)
+            return pipeline.build(table, key, files, progress)
         except OSError:
             if attempt == retries:
                 raise
@@ -104,13 +107,19 @@ def _with_retries(pipeline: Pipeline, table: str, key: str, files: Any, retries:
 
 
 def build_slide(
-    settings: Settings, key: str, tables: Sequence[str], *, storage_retries: int = 0
+    settings: Settings,
+    key: str,
+    tables: Sequence[str],
+    *,
+    storage_retries: int = 0,
+    progress: Callable[[str], Progress | None] | None = None,
 ) -> SlideOutcome:
     """Build ``tables`` of slide ``key`` (upstream first) and say what happened to each.
 
     Never raises for a table's own failure: it is recorded in the outcome, and the tables
     below it are skipped. ``storage_retries`` retries storage errors in place (engines that
-    retry a whole step themselves, like Dagster's retry policy, pass 0)."""
+    retry a whole step themselves, like Dagster's retry policy, pass 0). ``progress(table)``
+    gives the tile-progress callback of a table's long step, if any."""
     pipeline = Pipeline(settings)
     outcome = SlideOutcome(key)
     order = in_build_order(tables)
@@ -126,8 +135,10 @@ def build_slide(
             outcome.skipped[table] = blocker
             continue
         files = outcome.files if table in SOURCE_OF else None
+        heard = None if progress is None else progress(table)
         try:
-            outcome.built.append(_with_retries(pipeline, table, key, files, storage_retries))
+            built = _with_retries(pipeline, table, key, files, storage_retries, heard)
+            outcome.built.append(built)
         except Exception as error:
             outcome.failed.append(TableFailure.of(table, key, error))
     return outcome
