@@ -59,17 +59,18 @@ MIN_GRID_PX = 4
 COVERAGE_ALPHA = 0.7
 #: Opacity of a tile's tissue colour.
 TISSUE_ALPHA = 0.6
-#: Class colours in configured class order (ColorBrewer Set1 with teal and olive), cycled.
+#: Class colours in configured class order, cycled: the Okabe-Ito palette (told apart with
+#: every common colour-vision deficiency), greens, oranges and blues first because they stand
+#: out on pink and purple H&E; its reddish purple, which does not, comes last.
 PALETTE = (
-    (228, 26, 28),
-    (55, 126, 184),
-    (77, 175, 74),
-    (152, 78, 163),
-    (255, 127, 0),
-    (166, 86, 40),
-    (247, 129, 191),
-    (0, 139, 139),
-    (128, 128, 0),
+    (0, 158, 115),
+    (230, 159, 0),
+    (0, 114, 178),
+    (240, 228, 66),
+    (86, 180, 233),
+    (213, 94, 0),
+    (0, 0, 0),
+    (204, 121, 167),
 )
 #: Anchors of the tissue ramp (viridis at 0, 0.25, 0.5, 0.75, 1).
 RAMP = ((68, 1, 84), (59, 82, 139), (33, 145, 140), (94, 201, 98), (253, 231, 37))
@@ -193,7 +194,7 @@ def thumbnail_from_png(data: bytes, source: str = "thumbnail") -> Thumbnail:
 
 
 def class_colour(index: int) -> RGB:
-    """The colour of the ``index``-th configured class (deterministic; cycles past 9)."""
+    """The colour of the ``index``-th configured class (deterministic; cycles past 8)."""
     return PALETTE[index % len(PALETTE)]
 
 
