@@ -25,6 +25,7 @@ from wsi_assets.pipeline.steps import Built
 from wsi_core.tables import SLIDE_METADATA
 from wsi_core.tables.figures import ranked, table_figures
 from wsi_core.tables.schemas import Lineage, descriptions, lineage
+from wsi_core.tissue import TISSUE_MASK
 
 PREVIEW_ROWS = 5
 #: Longest text in a cell of the one-row-per-field preview of ``slide_metadata``.
@@ -137,8 +138,27 @@ def fact_value(name: str, value: Any) -> dg.MetadataValue:
     return dg.MetadataValue.json(value)
 
 
+def mask_metadata(built: Built) -> dict[str, Any]:
+    """What the UI shows about a slide's tissue mask: its picture over the slide, what the
+    detection found (one row, one field per line), the tissue fraction as a figure, where
+    it is stored, and the step's facts (parameters, provenance)."""
+    metadata: dict[str, Any] = {}
+    picture = picture_markdown(built)
+    if picture is not None:
+        metadata["picture"] = dg.MetadataValue.md(picture)
+    metadata["preview"] = dg.MetadataValue.md(fields_preview(built.data))
+    metadata["dagster/uri"] = dg.MetadataValue.path(built.stored.uri)
+    if built.picture_uri is not None:
+        metadata["picture_uri"] = dg.MetadataValue.path(built.picture_uri)
+    for name, value in built.facts.items():
+        metadata[name] = fact_value(name, value)
+    return metadata
+
+
 def table_metadata(built: Built, settings: Settings) -> dict[str, Any]:
-    """Everything the UI shows about one stored table of one slide."""
+    """Everything the UI shows about one stored table (or tissue mask) of one slide."""
+    if built.table == TISSUE_MASK:
+        return mask_metadata(built)
     classes = settings.label_classes
     metadata: dict[str, Any] = {}
     picture = picture_markdown(built)

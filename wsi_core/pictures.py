@@ -420,6 +420,31 @@ def metadata_picture(thumbnail: Thumbnail, meta: Mapping[str, Any], title: str =
     return _compose(thumbnail.image.astype(np.float64), [], _caption(title, about, thumbnail.note))
 
 
+def mask_picture(
+    thumbnail: Thumbnail,
+    mask: np.ndarray,
+    level0_per_pixel: tuple[float, float],
+    title: str = "",
+    about: str = "",
+) -> Picture:
+    """A tissue mask over the thumbnail: picture pixels whose centre falls on a tissue pixel
+    of ``mask`` (bool ``(h, w)``, True on tissue) tinted in the ramp's full-tissue colour.
+    One mask pixel covers ``level0_per_pixel`` (x, y) level-0 pixels from the slide's
+    origin; ``about`` (what the mask is) follows ``title`` in the caption."""
+    width, height = thumbnail.size
+    centres_x = (np.arange(width) + 0.5) * thumbnail.extent0[0] / width / level0_per_pixel[0]
+    centres_y = (np.arange(height) + 0.5) * thumbnail.extent0[1] / height / level0_per_pixel[1]
+    cols, rows = centres_x.astype(np.int64), centres_y.astype(np.int64)
+    inside = (rows < mask.shape[0])[:, None] & (cols < mask.shape[1])[None, :]
+    covered = mask[
+        np.minimum(rows, mask.shape[0] - 1)[:, None], np.minimum(cols, mask.shape[1] - 1)
+    ]
+    alpha = np.where(covered & inside, TISSUE_ALPHA, 0.0)
+    image = blend(thumbnail.image.astype(np.float64), RAMP[-1], alpha)
+    about = about or f"tissue mask, {float(mask.mean()) if mask.size else 0.0:.1%} tissue"
+    return _compose(image, [("tissue", RAMP[-1])], _caption(title, about, thumbnail.note))
+
+
 def _um(value: Any) -> str:
     return f"{float(value):.4g}"
 
