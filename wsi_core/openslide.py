@@ -5,26 +5,42 @@ A subclass of both ``openslide.OpenSlide`` (so every openslide-python call still
 ``openslide.OpenSlide.read_region`` takes a level-0 location, so the origin is converted with
 ``round(x * downsample)``.
 
+Pixels: on TIFF files whose levels tifffile finds as OpenSlide does (Aperio SVS and generic
+tiled TIFF, the two formats OpenSlide reads through libtiff) and whose tiles are 8-bit RGB
+or YCbCr in a codec imagecodecs decodes (JPEG with its tables, JPEG 2000, deflate, LZW, ...),
+``read_tile``, ``read_tiles`` and ``read_level_region`` decode the stored tiles themselves
+through a :class:`~wsi_core.tiff_reader.TiffReader` opened on the same file at the first
+read: a batch decodes each stored tile once (see
+:meth:`~wsi_core.reader.SlideReader.read_tiles`). Every other file is read through
+``read_region``. Both give the same pixels at integer downsamples (the tests compare them).
+
 Quirk worth knowing: at a level whose downsample is not an integer (Aperio's 2.0005, say),
-a level-0 location rarely maps back to a whole level pixel, and OpenSlide then resamples the
-level with a sub-pixel shift. Reads at such levels are slightly blurred compared to the stored
-pixels, except at origins where ``x * downsample`` is a whole number (``x = 0``).
+a level-0 location rarely maps back to a whole level pixel, and ``read_region`` then
+resamples the level with a sub-pixel shift, slightly blurred compared to the stored pixels
+except at origins where ``x * downsample`` is a whole number (``x = 0``). The level coords
+of ``read_tile`` mean the stored pixels, so where tifffile decodes the file these reads
+are the stored pixels at every origin (as a URL of the same file gives them), and only
+``read_region`` itself keeps OpenSlide's resampling.
 """
 
 from __future__ import annotations
 
 import math
 import os
-from collections.abc import Mapping
+import threading
+from collections.abc import Iterator, Mapping, Sequence
 from types import MappingProxyType
+from typing import Any
 
 import numpy as np
 import openslide
+import tifffile
 from PIL import Image
 
 from wsi_core.errors import MissingMPPError, SlideError, slide_errors
-from wsi_core.reader import SlideReader, composite_over
+from wsi_core.reader import SlideReader, TileRequest, composite_over
 from wsi_core.resolution import MPP, as_mpp_pair
+from wsi_core.tiff_reader import TiffReader
 from wsi_core.tiff_structure import is_tiff_file, read_tiff_layout_of_file
 
 
@@ -40,6 +56,9 @@ class OpenSlide(openslide.OpenSlide, SlideReader):
     def __init__(self, path: str | os.PathLike[str], mpp: MPP | None = None) -> None:
         self.path = os.fspath(path)
         self._closed = True  # until the handle exists, close() has nothing to release
+        self._tiff: TiffReader | None = None  # the stored-tile decoder, once looked for
+        self._tiff_checked = False
+        self._tiff_lock = threading.Lock()
         self._mpp_override = None if mpp is None else as_mpp_pair(mpp)
         try:
             with slide_errors(self.path, "OpenSlide cannot open it"):
@@ -68,6 +87,7 @@ class OpenSlide(openslide.OpenSlide, SlideReader):
         self._downsamples = super().level_downsamples
         self._properties: Mapping[str, str] = MappingProxyType(dict(super().properties))
         self.vendor = self._properties.get("openslide.vendor") or "unknown"
+        self._tiff_checked = not (self.vendor in _TIFFFILE_VENDORS and is_tiff_file(self.path))
 
     @property
     def level_count(self) -> int:
@@ -110,6 +130,27 @@ class OpenSlide(openslide.OpenSlide, SlideReader):
         downsample = self.level_downsamples[level]
         return round(x * downsample), round(y * downsample)
 
+    def _stored_tiles(self) -> TiffReader | None:
+        """The tifffile reader that decodes this slide's stored tiles, or None where the file
+        is read through ``read_region`` (see the module docstring); opened at the first call."""
+        if self._tiff_checked:
+            return self._tiff
+        with self._tiff_lock:
+            if not self._tiff_checked:
+                self._tiff = _tiff_reader_like(self)
+                self._tiff_checked = True
+        return self._tiff
+
+    def _iter_tiles(
+        self, requests: Sequence[TileRequest], fill: np.ndarray
+    ) -> Iterator[tuple[int, np.ndarray]]:
+        """Stored tiles decoded once per batch where tifffile reads the file, else one
+        ``read_region`` per tile."""
+        tiff = self._stored_tiles()
+        if tiff is None:
+            return super()._iter_tiles(requests, fill)
+        return tiff._iter_tiles(requests, fill)
+
     def _paint_tile(
         self,
         tile: np.ndarray,
@@ -146,6 +187,9 @@ class OpenSlide(openslide.OpenSlide, SlideReader):
         return super().read_level_region(level, x, y, width, height)
 
     def _read_window(self, level: int, x: int, y: int, width: int, height: int) -> np.ndarray:
+        tiff = self._stored_tiles()
+        if tiff is not None:  # 8-bit RGB samples: the same array read_region would give
+            return tiff._read_window(level, x, y, width, height)
         if width == 0 or height == 0:
             return np.zeros((height, width, 3), dtype=np.uint8)
         region = self.read_region(self._level0_location(level, x, y), level, (width, height))
@@ -153,9 +197,56 @@ class OpenSlide(openslide.OpenSlide, SlideReader):
 
     def close(self) -> None:
         """Release the OpenSlide handle; a second call does nothing."""
+        if self._tiff is not None:
+            tiff, self._tiff = self._tiff, None
+            tiff.close()
         if not self._closed:
             self._closed = True
             super().close()
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.path!r})"
+
+
+#: OpenSlide vendors whose files tifffile decodes tile by tile as OpenSlide does: Aperio
+#: SVS and generic tiled TIFF (OpenSlide reads both with libtiff, one TIFF page per level).
+_TIFFFILE_VENDORS = frozenset({"aperio", "generic-tiff"})
+
+#: TIFF photometric interpretations whose three samples tifffile decodes to RGB.
+_RGB_PHOTOMETRICS = frozenset({2, 6})  # RGB, YCbCr
+
+
+def _tiff_reader_like(slide: OpenSlide) -> TiffReader | None:
+    """A :class:`TiffReader` of ``slide``'s file if it decodes exactly OpenSlide's levels as
+    8-bit RGB tiles in a codec imagecodecs has, else None (OpenSlide reads it then).
+
+    Levels must agree in number and size; each level one tiled page of three ``uint8``
+    samples, RGB or YCbCr, no alpha or other extra sample. A file tifffile refuses, or reads
+    otherwise, stays with OpenSlide, which accepted it: its own reads are right.
+    """
+    try:
+        tiff = TiffReader(slide.path, mpp=slide._mpp_override)
+    except SlideError:
+        return None
+    if tiff.level_dimensions == slide.level_dimensions and all(
+        _decodes_as_rgb(level) for level in tiff._levels
+    ):
+        return tiff
+    tiff.close()
+    return None
+
+
+def _decodes_as_rgb(level: Any) -> bool:
+    """Whether one TiffReader level is a single tiled page of 8-bit RGB that tifffile can
+    decode (its compression has a decoder) with nothing to composite."""
+    keyframe = level.keyframe
+    return (
+        len(level.pages) == 1
+        and bool(keyframe.is_tiled)
+        and int(keyframe.photometric) in _RGB_PHOTOMETRICS
+        and int(keyframe.samplesperpixel) == 3
+        and not keyframe.extrasamples
+        and int(keyframe.planarconfig) == 1
+        and np.dtype(keyframe.dtype) == np.uint8
+        and keyframe.compression in tifffile.TIFF.DECOMPRESSORS
+    )

@@ -26,6 +26,7 @@ from __future__ import annotations
 import math
 import os
 import threading
+from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import IO, Any, cast
@@ -36,7 +37,7 @@ import tifffile
 from defusedxml import ElementTree
 
 from wsi_core.errors import MissingMPPError, SlideError, slide_errors
-from wsi_core.reader import SlideReader, composite_over
+from wsi_core.reader import SlideReader, TileRequest, composite_over
 from wsi_core.remote import is_url, open_tiff_url
 from wsi_core.resolution import MPP, as_mpp_pair
 from wsi_core.tiff_structure import TiffLayout, read_tiff_layout, read_tiff_layout_of_file
@@ -68,6 +69,12 @@ _JPEG_COMPRESSIONS = {6, 7, 34892, 33007}  # these decoders want the JPEG tables
 #: must be refused rather than allocated. Real slides are tiled (a 512 x 512 RGB tile is
 #: 768 KiB); a single-strip image up to about 16,000 x 11,000 RGB pixels still reads.
 MAX_SEGMENT_BYTES = 512 * 2**20
+
+#: Most decoded bytes one :meth:`TiffReader.read_tiles` call holds beyond what its current
+#: tile needs: 256 MiB, a row of 340 stored 512 x 512 RGB tiles (a band 174,000 pixels wide),
+#: so a row-major batch across a slide decodes every stored tile once. The attribute
+#: ``tile_cache_bytes`` of a reader changes it for that reader.
+TILE_CACHE_BYTES = 256 * 2**20
 
 #: Most bytes one pixel may hold across its samples (and, planar, its planes): 64, eight
 #: float64 samples. A window's size is the caller's choice, its depth is the file's claim.
@@ -107,6 +114,8 @@ class TiffReader(SlideReader):
         self._file: IO[bytes] | None = None  # the fsspec file of a URL; tifffile won't close it
         self._mpp_override = None if mpp is None else as_mpp_pair(mpp)
         self._lock = threading.RLock()
+        #: Most decoded bytes a :meth:`read_tiles` call holds for later tiles (bytes).
+        self.tile_cache_bytes = TILE_CACHE_BYTES
         try:
             with slide_errors(self.path, "cannot read the TIFF structure"):
                 self._open()
@@ -179,15 +188,7 @@ class TiffReader(SlideReader):
         return super().read_level_region(level, x, y, width, height)
 
     def _read_window(self, level: int, x: int, y: int, width: int, height: int) -> np.ndarray:
-        if self._tif is None:
-            raise SlideError(self.path, "the slide is closed")
-        info = self._levels[level]
-        planes = [
-            self._read_page_window(level, info, page, x, y, width, height) for page in info.pages
-        ]
-        if len(planes) == 1:
-            return planes[0]
-        return np.stack(planes, axis=-1)
+        return self._read_planes(level, self._levels[level], x, y, width, height)
 
     def _paint_tile(
         self,
@@ -238,17 +239,147 @@ class TiffReader(SlideReader):
 
     # Decoding -------------------------------------------------------------------------------
 
-    def _read_page_window(
-        self, level: int, info: _Level, page: Any, x: int, y: int, width: int, height: int
+    def _iter_tiles(
+        self, requests: Sequence[TileRequest], fill: np.ndarray
+    ) -> Iterator[tuple[int, np.ndarray]]:
+        """Read a batch of tiles, decoding each stored strip or tile they meet once.
+
+        Tiles wholly off their level come first. Then, per level, the tiles are visited row
+        by row (by ``y``, then ``x``), so that neighbours sharing stored tiles come one after
+        the other; a decoded segment is kept while a later tile of the batch still needs it
+        and dropped after its last use. At most :attr:`tile_cache_bytes` decoded bytes are
+        held beyond what the current tile needs: over that, the segment needed again last is
+        dropped first (and decoded again when its turn comes), so memory stays bounded
+        whatever the batch.
+        """
+        by_level: dict[int, list[TileRequest]] = {}
+        for request in requests:
+            if request.inside is None:
+                yield request.slot, request.blank(fill)
+            else:
+                by_level.setdefault(request.level, []).append(request)
+        for level, group in by_level.items():
+            info = self._levels[level]
+            order = sorted(group, key=lambda request: (request.y, request.x))
+            windows = [_window(request.inside) for request in order if request.inside]
+            uses: dict[tuple[int, int], deque[int]] = {}
+            for position, window in enumerate(windows):
+                for index in _segment_indices(info.keyframe, *window)[0]:
+                    for plane in range(len(info.pages)):
+                        uses.setdefault((plane, index), deque()).append(position)
+            cache = _SegmentCache(uses, self.tile_cache_bytes)
+            direct = _is_plain_rgb(info)
+            for position, (request, window) in enumerate(zip(order, windows, strict=True)):
+                x, y = request.x, request.y
+                tile = request.blank(fill)
+                left, top, width, height = window[0] - x, window[1] - y, window[2], window[3]
+                part = tile[top : top + height, left : left + width]
+                with slide_errors(self.path, f"cannot read level {level} at x={x}, y={y}"):
+                    cache.advance(position)
+                    if direct:  # the samples are the RGB pixels: decode straight into the tile
+                        raw = self._read_page_window(level, info, 0, *window, cache, out=part)
+                    else:
+                        raw = self._read_planes(level, info, *window, cache=cache)
+                    rgb = _samples_to_rgb(
+                        raw, info.keyframe, multi_page=len(info.pages) > 1, background=fill
+                    )
+                    if not np.may_share_memory(rgb, part):  # else rgb is part, unchanged
+                        part[...] = rgb
+                yield request.slot, tile
+
+    def _read_planes(
+        self,
+        level: int,
+        info: _Level,
+        x: int,
+        y: int,
+        width: int,
+        height: int,
+        cache: _SegmentCache | None = None,
     ) -> np.ndarray:
-        """Decode the segments of ``page`` that meet the window and assemble the window.
+        """Raw samples of a window wholly inside ``level``: every page of the level (one per
+        OME channel plane) stacked on the last axis; decoded segments shared through
+        ``cache`` when given."""
+        if self._tif is None:
+            raise SlideError(self.path, "the slide is closed")
+        planes = [
+            self._read_page_window(level, info, plane, x, y, width, height, cache)
+            for plane in range(len(info.pages))
+        ]
+        if len(planes) == 1:
+            return planes[0]
+        return np.stack(planes, axis=-1)
+
+    def _read_page_window(
+        self,
+        level: int,
+        info: _Level,
+        plane: int,
+        x: int,
+        y: int,
+        width: int,
+        height: int,
+        cache: _SegmentCache | None = None,
+        out: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """Decode the segments of page ``plane`` of ``level`` that meet the window (or take
+        them from ``cache``) and assemble the window, into ``out`` when given (an array of
+        the window's ``(height, width, samples)``; single-plane, contiguous samples only).
 
         What the file claims is bounded before anything is allocated: a pixel may hold at
         most :data:`MAX_PIXEL_BYTES`, a strip or tile at most :data:`MAX_SEGMENT_BYTES`
         decoded, and every segment the window needs must be listed in the page.
         """
         keyframe = info.keyframe
+        page = info.pages[plane]
         separate, _, page_height, page_width, contig = keyframe.shaped
+        dtype = np.dtype(keyframe.dtype)
+        kind = self._check_segment_size(level, keyframe)
+        if out is None:
+            window = np.full((separate, height, width, contig), keyframe.nodata, dtype=dtype)
+        else:
+            window = out.reshape(1, height, width, contig)  # a view: writes land in ``out``
+        if width and height:
+            indices, needed = _segment_indices(keyframe, x, y, width, height)
+            listed = min(len(page.dataoffsets), len(page.databytecounts))
+            if indices[-1] >= listed:  # plane-major order: the last index is the largest
+                raise SlideError(
+                    self.path,
+                    f"level {level} lists {listed:,} {kind} offsets but its "
+                    f"{page_width}x{page_height} image needs {needed:,}",
+                )
+            if cache is None:
+                decoded = self._decode_segments(level, info, page, indices)
+            else:
+                missing = [index for index in indices if (plane, index) not in cache.held]
+                if missing:
+                    fresh = self._decode_segments(level, info, page, missing)
+                    cache.hold({(plane, index): value for index, value in fresh.items()})
+                decoded = {index: cache.held[plane, index] for index in indices}
+            if out is not None and any(segment is None for segment, _ in decoded.values()):
+                window[...] = keyframe.nodata  # a sparse tile leaves its part unwritten
+            for segment, position in decoded.values():
+                if segment is None:  # a sparse (never written) tile keeps nodata
+                    continue
+                sample_plane, _, seg_y, seg_x, _ = position
+                seg_h = min(segment.shape[1], page_height - seg_y)
+                seg_w = min(segment.shape[2], page_width - seg_x)
+                top, left = max(seg_y, y), max(seg_x, x)
+                bottom, right = min(seg_y + seg_h, y + height), min(seg_x + seg_w, x + width)
+                if bottom <= top or right <= left:
+                    continue
+                window[sample_plane, top - y : bottom - y, left - x : right - x] = segment[
+                    0, top - seg_y : bottom - seg_y, left - seg_x : right - seg_x
+                ]
+        if separate > 1:  # planar configuration 2: one plane per sample, put samples last
+            return np.ascontiguousarray(np.moveaxis(window[..., 0], 0, -1))
+        return window[0, ..., 0] if contig == 1 else window[0]
+
+    def _check_segment_size(self, level: int, keyframe: tifffile.TiffPage) -> str:
+        """Refuse a level whose pixels claim more than :data:`MAX_PIXEL_BYTES` or whose
+        strips or tiles decode to more than :data:`MAX_SEGMENT_BYTES`; return what its
+        segments are called ("tile" or "strip")."""
+        separate, _, _, _, contig = keyframe.shaped
         dtype = np.dtype(keyframe.dtype)
         if separate * contig * dtype.itemsize > MAX_PIXEL_BYTES:
             raise SlideError(
@@ -267,58 +398,124 @@ class TiffReader(SlideReader):
                 "decoded at once (wsi_core.tiff_reader.MAX_SEGMENT_BYTES); write the slide "
                 "with tiles (512 x 512, say) or smaller strips",
             )
-        out = np.full((separate, height, width, contig), keyframe.nodata, dtype=dtype)
-        if width and height:
-            indices, needed = _segment_indices(keyframe, x, y, width, height)
-            listed = min(len(page.dataoffsets), len(page.databytecounts))
-            if indices[-1] >= listed:  # plane-major order: the last index is the largest
+        return kind
+
+    def _decode_segments(
+        self, level: int, info: _Level, page: Any, indices: list[int]
+    ) -> dict[int, _Decoded]:
+        """Read the segments ``indices`` of ``page`` (one locked read, in file order) and
+        decode each: index -> (samples ``(1, h, w, s)`` or None for a sparse one, tifffile's
+        position ``(plane, depth, y, x, sample)``)."""
+        keyframe = info.keyframe
+        kind = "tile" if keyframe.is_tiled else "strip"
+        offsets = [page.dataoffsets[i] for i in indices]
+        counts = [page.databytecounts[i] for i in indices]
+        kwargs: dict[str, Any] = {}
+        if keyframe.compression in _JPEG_COMPRESSIONS:
+            tables = getattr(page, "jpegtables", None)
+            kwargs = {
+                "jpegtables": keyframe.jpegtables if tables is None else tables,
+                "jpegheader": keyframe.jpegheader,
+            }
+        with self._lock:  # tifffile's file handle is one seek position for all threads
+            if self._tif is None:  # closed by another thread since the read began
+                raise SlideError(self.path, "the slide is closed")
+            segments = self._tif.filehandle.read_segments(
+                offsets, counts, indices=indices, sort=True, flat=True
+            )
+            # tifffile annotates both forms of the result (flat or not) as one union.
+            encoded = list(cast(Iterator[tuple[bytes | None, int]], segments))
+        decoded: dict[int, _Decoded] = {}
+        for data, index in encoded:
+            try:
+                segment, position, _ = info.decode(data, index, **kwargs)
+            except MemoryError:
+                raise  # reported as such by the caller's slide_errors
+            except Exception as error:
+                problem = f"{type(error).__name__}: {error}"
                 raise SlideError(
-                    self.path,
-                    f"level {level} lists {listed:,} {kind} offsets but its "
-                    f"{page_width}x{page_height} image needs {needed:,}",
-                )
-            offsets = [page.dataoffsets[i] for i in indices]
-            counts = [page.databytecounts[i] for i in indices]
-            kwargs: dict[str, Any] = {}
-            if keyframe.compression in _JPEG_COMPRESSIONS:
-                tables = getattr(page, "jpegtables", None)
-                kwargs = {
-                    "jpegtables": keyframe.jpegtables if tables is None else tables,
-                    "jpegheader": keyframe.jpegheader,
-                }
-            with self._lock:  # tifffile's file handle is one seek position for all threads
-                if self._tif is None:  # closed by another thread since the read began
-                    raise SlideError(self.path, "the slide is closed")
-                segments = self._tif.filehandle.read_segments(
-                    offsets, counts, indices=indices, sort=True, flat=True
-                )
-                # tifffile annotates both forms of the result (flat or not) as one union.
-                encoded = list(cast(Iterator[tuple[bytes | None, int]], segments))
-            for data, index in encoded:
-                try:
-                    segment, position, _ = info.decode(data, index, **kwargs)
-                except MemoryError:
-                    raise  # reported as such by the caller's slide_errors
-                except Exception as error:
-                    problem = f"{type(error).__name__}: {error}"
-                    raise SlideError(
-                        self.path, f"cannot decode {kind} {index} of level {level}: {problem}"
-                    ) from error
-                if segment is None:  # a sparse (never written) tile keeps nodata
-                    continue
-                plane, _, seg_y, seg_x, _ = position
-                seg_h = min(segment.shape[1], page_height - seg_y)
-                seg_w = min(segment.shape[2], page_width - seg_x)
-                top, left = max(seg_y, y), max(seg_x, x)
-                bottom, right = min(seg_y + seg_h, y + height), min(seg_x + seg_w, x + width)
-                if bottom <= top or right <= left:
-                    continue
-                out[plane, top - y : bottom - y, left - x : right - x] = segment[
-                    0, top - seg_y : bottom - seg_y, left - seg_x : right - seg_x
-                ]
-        if separate > 1:  # planar configuration 2: one plane per sample, put samples last
-            return np.ascontiguousarray(np.moveaxis(out[..., 0], 0, -1))
-        return out[0, ..., 0] if contig == 1 else out[0]
+                    self.path, f"cannot decode {kind} {index} of level {level}: {problem}"
+                ) from error
+            decoded[index] = (segment, tuple(int(v) for v in position))
+        return decoded
+
+
+#: A decoded segment and tifffile's position of it, ``(plane, depth, y, x, sample)``.
+_Decoded = tuple[np.ndarray | None, tuple[int, ...]]
+
+
+class _SegmentCache:
+    """The decoded segments one :meth:`TiffReader.read_tiles` call shares between its tiles.
+
+    Keys are ``(page, segment index)`` within one level. ``uses`` lists, per key, the
+    positions (in visiting order) of the tiles that need it, ascending; the cache drops a
+    segment once its last user is past, and over ``budget`` bytes drops the held segment
+    whose next use is furthest away (never one the current tile needs).
+    """
+
+    def __init__(self, uses: dict[tuple[int, int], deque[int]], budget: int) -> None:
+        self.uses = uses
+        self.budget = budget
+        self.held: dict[tuple[int, int], _Decoded] = {}
+        self.nbytes = 0
+        self.position = -1
+
+    def advance(self, position: int) -> None:
+        """Move to the tile at ``position``: forget uses before it, drop what none needs."""
+        self.position = position
+        for key in list(self.held):
+            pending = self.uses[key]
+            while pending and pending[0] < position:
+                pending.popleft()
+            if not pending:
+                self._drop(key)
+
+    def hold(self, decoded: Mapping[tuple[int, int], _Decoded]) -> None:
+        """Keep freshly decoded segments, then shrink to the budget."""
+        for key, value in decoded.items():
+            pending = self.uses[key]
+            while pending and pending[0] < self.position:  # uses passed while it was dropped
+                pending.popleft()
+            self.held[key] = value
+            self.nbytes += _nbytes(value)
+        while self.nbytes > self.budget:
+            later = [
+                (self.uses[key][0], key)
+                for key in self.held
+                if self.uses[key] and self.uses[key][0] > self.position
+            ]
+            if not later:
+                break  # everything held is needed by the current tile
+            self._drop(max(later)[1])
+
+    def _drop(self, key: tuple[int, int]) -> None:
+        self.nbytes -= _nbytes(self.held.pop(key))
+
+
+def _is_plain_rgb(info: _Level) -> bool:
+    """Whether a level's samples are its RGB pixels as they are: one page of three ``uint8``
+    contiguous samples and no extra (alpha) sample, which :func:`_samples_to_rgb` returns
+    unchanged."""
+    keyframe = info.keyframe
+    separate, _, _, _, contig = keyframe.shaped
+    return (
+        len(info.pages) == 1
+        and separate == 1
+        and contig == 3
+        and np.dtype(keyframe.dtype) == np.uint8
+        and not keyframe.extrasamples
+    )
+
+
+def _nbytes(decoded: _Decoded) -> int:
+    segment = decoded[0]
+    return 0 if segment is None else int(segment.nbytes)
+
+
+def _window(inside: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
+    """``(x0, y0, x1, y1)`` as ``(x, y, width, height)``."""
+    x0, y0, x1, y1 = inside
+    return x0, y0, x1 - x0, y1 - y0
 
 
 def _segment_indices(

@@ -449,7 +449,8 @@ def test_file_removed_while_open_is_no_such_file(tmp_path, rgb, monkeypatch):
 
 def test_openslide_error_becomes_a_slide_error(shared_data, tmp_path):
     """A real corrupt tile: OpenSlide raises OpenSlideError and latches it; the reader raises
-    SlideError naming the file, and its levels and properties still answer."""
+    SlideError naming the file, and its levels and properties still answer. read_tile decodes
+    this SVS's tiles with tifffile: the same tile is a SlideError naming the file there too."""
     source = shared_data / "slides/CMU-1-Small-Region.svs"
     with tifffile.TiffFile(source) as tif:
         first_tile = tif.pages[0].dataoffsets[0]
@@ -459,13 +460,18 @@ def test_openslide_error_becomes_a_slide_error(shared_data, tmp_path):
     path.write_bytes(bytes(data))
     with open_slide(path) as slide:
         assert isinstance(slide, OpenSlide)
-        for _ in range(2):  # the second read meets OpenSlide's latched error
-            with pytest.raises(SlideError, match="Not a JPEG file") as info:
+        for _ in range(2):
+            with pytest.raises(SlideError, match=r"tile 0 of level 0.*Not a JPEG file") as info:
                 slide.read_tile(0, 0, 64, 64, 0)
             assert str(info.value).startswith(f"{path}: ")
+        with TiffReader(source) as intact:  # the tiles that are intact still read
+            expected = intact.read_tile(240, 0, 64, 64, 0)
+        np.testing.assert_array_equal(slide.read_tile(240, 0, 64, 64, 0), expected)
+        for _ in range(2):  # the second read meets OpenSlide's latched error
+            with pytest.raises(SlideError, match="Not a JPEG file") as info:
+                slide.read_region((0, 0), 0, (8, 8))
+            assert str(info.value).startswith(f"{path}: ")
             assert isinstance(info.value.__cause__, openslide.OpenSlideError)
-        with pytest.raises(SlideError, match="Not a JPEG file"):
-            slide.read_region((0, 0), 0, (8, 8))
         assert slide.level_dimensions == ((2220, 2967),)
         assert slide.level_count == 1 and slide.level_downsamples == (1.0,)
         assert slide.properties["openslide.vendor"] == "aperio"

@@ -87,7 +87,9 @@ def read_slide_tiles(
 
     Returns:
         One ``uint8`` array ``(tile_extent_y, tile_extent_x, 3)`` per tile, in input order.
-        Each slide file is opened once per call, however many tiles it has.
+        Each slide file is opened once per call, however many tiles it has, and its tiles are
+        one :meth:`~wsi_core.reader.SlideReader.read_tiles` batch: every stored tile they
+        meet is decoded once, where the backend decodes stored tiles itself.
 
     Called with Ray Data column expressions (``ray.data.expressions.col("tile_x")``) for any
     of the per-tile arguments, it returns a Ray Data expression for
@@ -126,15 +128,17 @@ def read_slide_tiles(
     tiles: list[np.ndarray | None] = [None] * len(paths)
     for name, members in by_path.items():
         with open_slide(name, storage_options=storage_options) as slide:
-            for i in members:
-                tiles[i] = slide.read_tile(
-                    int(columns["tile_x"][i]),
-                    int(columns["tile_y"][i]),
-                    int(columns["tile_extent_x"][i]),
-                    int(columns["tile_extent_y"][i]),
-                    int(columns["level"][i]),
-                    background=background,
-                )
+            # One batch per slide: its stored tiles are decoded once for all its tiles.
+            read = slide.read_tiles(
+                columns["tile_x"][members],
+                columns["tile_y"][members],
+                columns["tile_extent_x"][members],
+                columns["tile_extent_y"][members],
+                columns["level"][members],
+                background=background,
+            )
+        for i, tile in zip(members, read, strict=True):
+            tiles[i] = tile
     return [tile for tile in tiles if tile is not None]
 
 
