@@ -3,8 +3,9 @@
 Which tiles: those of the slide's ``tile_grid``, optionally only those whose
 ``tissue_fraction`` (``overlay_overlap``) or ``coverage_<class>`` (``annotation_coverage``)
 is at least a threshold. The thresholds read the stored tables, so a file holds exactly a
-tile the tables describe. Pixels come from the slide reader's ``read_tile`` one tile at a
-time (never a whole level in memory); a tile that reaches past the level's edge
+tile the tables describe. Pixels come from the slide reader's ``iter_tiles``, a record batch
+of tiles at a time: each stored tile they meet is decoded once, and one output tile is held
+at a time (never a whole level in memory); a tile that reaches past the level's edge
 (``last="keep"``) is filled with white there, so every file has the tile's full size.
 
 File names say where a tile is: ``{key}_level{level}_x{tile_x}_y{tile_y}.{ext}``, with
@@ -27,7 +28,6 @@ from upath import UPath
 
 from wsi_assets.pipeline.locations import location
 from wsi_assets.pipeline.single_slide import SingleSlide
-from wsi_core.reader import SlideReader
 from wsi_core.slide import open_slide
 from wsi_core.tables.schemas import (
     ANNOTATION_COVERAGE,
@@ -143,14 +143,28 @@ def write_tiles(
     if image_format not in FORMATS:
         raise ValueError(f"image format {image_format!r} is not one of {sorted(FORMATS)}")
     folder.mkdir(parents=True, exist_ok=True)
-    names = []
+    names: list[str] = []
     where = tiles.select(["tile_x", "tile_y", "level", "tile_extent_x", "tile_extent_y"])
     with open_slide(slide, storage_options=storage_options) as reader:
-        for batch in where.to_batches():  # plain rows a batch at a time, not all at once
-            for row in batch.to_pylist():
-                names.append(_write_tile(reader, row, folder, key, image_format, quality))
+        for batch in where.to_batches():  # a record batch at a time, never all tiles at once
+            columns = {name: batch.column(name).to_numpy() for name in batch.schema.names}
+            batch_names = [""] * batch.num_rows
+            # One read_tiles batch: each stored tile the batch meets is decoded once, and
+            # iter_tiles holds one output tile at a time (in the order it reads them).
+            for i, pixels in reader.iter_tiles(
+                columns["tile_x"],
+                columns["tile_y"],
+                columns["tile_extent_x"],
+                columns["tile_extent_y"],
+                columns["level"],
+            ):
+                x, y, level = (int(columns[name][i]) for name in ("tile_x", "tile_y", "level"))
+                name = tile_file_name(key, level, x, y, image_format)
+                _save(pixels, folder / name, image_format, quality)
+                batch_names[i] = name
                 if progress is not None:
                     progress(1)
+            names.extend(batch_names)
     index = tiles.append_column("file", pa.array(names, pa.string()))
     sink = io.BytesIO()
     pq.write_table(index, sink, compression="zstd")
@@ -184,22 +198,6 @@ def export_tiles(
             storage_options=settings.storage_options,
         ),
     )
-
-
-def _write_tile(
-    reader: SlideReader,
-    row: Mapping[str, int],
-    folder: UPath,
-    key: str,
-    image_format: str,
-    quality: int,
-) -> str:
-    """Read one tile (a ``tile_grid`` row) and write it; return its file name."""
-    x, y, level = row["tile_x"], row["tile_y"], row["level"]
-    pixels = reader.read_tile(x, y, row["tile_extent_x"], row["tile_extent_y"], level)
-    name = tile_file_name(key, level, x, y, image_format)
-    _save(pixels, folder / name, image_format, quality)
-    return name
 
 
 def _save(pixels: np.ndarray, path: UPath, image_format: str, quality: int) -> None:
