@@ -12,6 +12,7 @@ import sys
 SUITES = (
     "bench_coverage",
     "bench_overlay",
+    "bench_pixels",
     "bench_pictures",
     "bench_tissue",
     "bench_ray",
