@@ -262,11 +262,18 @@ class TiffReader(SlideReader):
             info = self._levels[level]
             order = sorted(group, key=lambda request: (request.y, request.x))
             windows = [_window(request.inside) for request in order if request.inside]
+            needs = [
+                [
+                    (plane, index)
+                    for index in _segment_indices(info.keyframe, *window)[0]
+                    for plane in range(len(info.pages))
+                ]
+                for window in windows
+            ]
             uses: dict[tuple[int, int], deque[int]] = {}
-            for position, window in enumerate(windows):
-                for index in _segment_indices(info.keyframe, *window)[0]:
-                    for plane in range(len(info.pages)):
-                        uses.setdefault((plane, index), deque()).append(position)
+            for position, keys in enumerate(needs):
+                for key in keys:
+                    uses.setdefault(key, deque()).append(position)
             cache = _SegmentCache(uses, self.tile_cache_bytes)
             direct = _is_plain_rgb(info)
             for position, (request, window) in enumerate(zip(order, windows, strict=True)):
@@ -275,7 +282,7 @@ class TiffReader(SlideReader):
                 left, top, width, height = window[0] - x, window[1] - y, window[2], window[3]
                 part = tile[top : top + height, left : left + width]
                 with slide_errors(self.path, f"cannot read level {level} at x={x}, y={y}"):
-                    cache.advance(position)
+                    cache.position = position
                     if direct:  # the samples are the RGB pixels: decode straight into the tile
                         raw = self._read_page_window(level, info, 0, *window, cache, out=part)
                     else:
@@ -285,6 +292,7 @@ class TiffReader(SlideReader):
                     )
                     if not np.may_share_memory(rgb, part):  # else rgb is part, unchanged
                         part[...] = rgb
+                cache.finish(needs[position])
                 yield request.slot, tile
 
     def _read_planes(
@@ -458,35 +466,30 @@ class _SegmentCache:
         self.budget = budget
         self.held: dict[tuple[int, int], _Decoded] = {}
         self.nbytes = 0
-        self.position = -1
+        #: The visiting position of the current tile; set by the caller before each tile.
+        self.position = 0
 
-    def advance(self, position: int) -> None:
-        """Move to the tile at ``position``: forget uses before it, drop what none needs."""
-        self.position = position
-        for key in list(self.held):
+    def finish(self, keys: list[tuple[int, int]]) -> None:
+        """The current tile, which needed ``keys``, is done: forget that use, and drop the
+        segments no later tile needs. Costs its own keys only, whatever the cache holds."""
+        for key in keys:
             pending = self.uses[key]
-            while pending and pending[0] < position:
-                pending.popleft()
-            if not pending:
+            pending.popleft()
+            if not pending and key in self.held:
                 self._drop(key)
 
     def hold(self, decoded: Mapping[tuple[int, int], _Decoded]) -> None:
-        """Keep freshly decoded segments, then shrink to the budget."""
+        """Keep freshly decoded segments, then shrink to the budget: every use before the
+        current tile has been finished, so a held key's next use is its first pending one."""
         for key, value in decoded.items():
-            pending = self.uses[key]
-            while pending and pending[0] < self.position:  # uses passed while it was dropped
-                pending.popleft()
             self.held[key] = value
             self.nbytes += _nbytes(value)
         while self.nbytes > self.budget:
-            later = [
-                (self.uses[key][0], key)
-                for key in self.held
-                if self.uses[key] and self.uses[key][0] > self.position
-            ]
-            if not later:
+            later = [(self.uses[key][0], key) for key in self.held]
+            furthest, key = max(later)
+            if furthest <= self.position:
                 break  # everything held is needed by the current tile
-            self._drop(max(later)[1])
+            self._drop(key)
 
     def _drop(self, key: tuple[int, int]) -> None:
         self.nbytes -= _nbytes(self.held.pop(key))
