@@ -22,12 +22,16 @@ import pyarrow as pa
 
 from wsi_assets.pipeline.settings import Settings
 from wsi_assets.pipeline.steps import Built
+from wsi_core.pictures import fitted_png
 from wsi_core.tables import SLIDE_METADATA
 from wsi_core.tables.figures import ranked, table_figures
 from wsi_core.tables.schemas import Lineage, descriptions, lineage
 from wsi_core.tissue import TISSUE_MASK
 
 PREVIEW_ROWS = 5
+#: The copy of a table's picture in its materialization event is at most this large: each
+#: event is stored whole in the event log (1 MB a slide at full size on real H&E slides).
+EMBEDDED_PICTURE_BYTES = 96 * 1024
 #: Longest text in a cell of the one-row-per-field preview of ``slide_metadata``.
 FIELD_TEXT = 200
 
@@ -100,11 +104,13 @@ def table_preview(built: Built, classes: Sequence[str]) -> str:
 
 
 def picture_markdown(built: Built) -> str | None:
-    """The table's picture embedded in markdown (a data URI), with its caption (None when
-    the step drew none)."""
+    """The table's picture embedded in markdown (a data URI, scaled down to at most
+    ``EMBEDDED_PICTURE_BYTES``; the full one is at ``picture_uri``), with its caption (None
+    when the step drew none)."""
     if built.picture is None:
         return None
-    encoded = base64.b64encode(built.picture.png).decode("ascii")
+    embedded = fitted_png(built.picture.png, EMBEDDED_PICTURE_BYTES)
+    encoded = base64.b64encode(embedded).decode("ascii")
     alt = f"{built.table} of {built.key}"
     return f"![{alt}](data:image/png;base64,{encoded})\n\n{built.picture.caption}"
 

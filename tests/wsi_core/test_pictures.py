@@ -19,6 +19,7 @@ from wsi_core.pictures import (
     TISSUE_ALPHA,
     Thumbnail,
     class_colour,
+    fitted_png,
     read_thumbnail,
     table_picture,
     thumbnail_from_png,
@@ -320,3 +321,19 @@ def test_a_grid_without_tiles_is_drawn_plain(
     picture = table_picture("tile_grid", thumbnail, empty, title="s")
     assert picture.caption == "s: no tiles"
     assert np.abs(decode(picture.png)[:600] - thumbnail.image.astype(int)).max() <= TOLERANCE
+
+
+def test_fitted_png_keeps_small_pictures_and_shrinks_large_ones() -> None:
+    """The copy embedded in an event: the same bytes when small enough, else a smaller PNG of
+    the same aspect that fits the budget."""
+    rng = np.random.default_rng(7)
+    noise = Image.fromarray(rng.integers(0, 256, (600, 800, 3), dtype=np.uint8))
+    sink = io.BytesIO()
+    noise.save(sink, format="PNG")
+    big = sink.getvalue()
+    assert fitted_png(big, len(big)) is big
+    small = fitted_png(big, 60_000)
+    assert len(small) <= 60_000
+    image = Image.open(io.BytesIO(small))
+    assert image.format == "PNG" and image.width < 800
+    assert abs(image.width / image.height - 800 / 600) < 0.01
