@@ -76,6 +76,10 @@ MAX_SEGMENT_BYTES = 512 * 2**20
 #: ``tile_cache_bytes`` of a reader changes it for that reader.
 TILE_CACHE_BYTES = 256 * 2**20
 
+# Tiles a batch plans at once: its bookkeeping (each tile's stored tiles, each stored tile's
+# users) costs about 1 KB a tile, so a run stays near 8 MB however many tiles a batch has.
+_RUN_TILES = 8192
+
 #: Most bytes one pixel may hold across its samples (and, planar, its planes): 64, eight
 #: float64 samples. A window's size is the caller's choice, its depth is the file's claim.
 MAX_PIXEL_BYTES = 64
@@ -261,39 +265,37 @@ class TiffReader(SlideReader):
         for level, group in by_level.items():
             info = self._levels[level]
             order = sorted(group, key=lambda request: (request.y, request.x))
-            windows = [_window(request.inside) for request in order if request.inside]
-            needs = [
-                [
-                    (plane, index)
-                    for index in _segment_indices(info.keyframe, *window)[0]
-                    for plane in range(len(info.pages))
-                ]
-                for window in windows
-            ]
-            uses: dict[tuple[int, int], deque[int]] = {}
-            for position, keys in enumerate(needs):
-                for key in keys:
-                    uses.setdefault(key, deque()).append(position)
-            cache = _SegmentCache(uses, self.tile_cache_bytes)
+            cache = _SegmentCache(self.tile_cache_bytes)
             direct = _is_plain_rgb(info)
-            for position, (request, window) in enumerate(zip(order, windows, strict=True)):
-                x, y = request.x, request.y
-                tile = request.blank(fill)
-                left, top, width, height = window[0] - x, window[1] - y, window[2], window[3]
-                part = tile[top : top + height, left : left + width]
-                with slide_errors(self.path, f"cannot read level {level} at x={x}, y={y}"):
-                    cache.position = position
-                    if direct:  # the samples are the RGB pixels: decode straight into the tile
-                        raw = self._read_page_window(level, info, 0, *window, cache, out=part)
-                    else:
-                        raw = self._read_planes(level, info, *window, cache=cache)
-                    rgb = _samples_to_rgb(
-                        raw, info.keyframe, multi_page=len(info.pages) > 1, background=fill
-                    )
-                    if not np.may_share_memory(rgb, part):  # else rgb is part, unchanged
-                        part[...] = rgb
-                cache.finish(needs[position])
-                yield request.slot, tile
+            # Runs of tiles bound the bookkeeping (a few MB a run) however large the batch.
+            # Each run is planned with the next one in view, so that the segments the next
+            # run needs stay held across the boundary.
+            for first in range(0, len(order), _RUN_TILES):
+                run = order[first : first + _RUN_TILES]
+                ahead = order[first + _RUN_TILES : first + 2 * _RUN_TILES]
+                windows = [_window(request.inside) for request in run if request.inside]
+                needs = _segment_keys(info, windows)
+                cache.plan(
+                    needs + _segment_keys(info, [_window(r.inside) for r in ahead if r.inside])
+                )
+                for position, (request, window) in enumerate(zip(run, windows, strict=True)):
+                    x, y = request.x, request.y
+                    tile = request.blank(fill)
+                    left, top, width, height = window[0] - x, window[1] - y, window[2], window[3]
+                    part = tile[top : top + height, left : left + width]
+                    with slide_errors(self.path, f"cannot read level {level} at x={x}, y={y}"):
+                        cache.position = position
+                        if direct:  # the samples are the RGB pixels: decode into the tile
+                            raw = self._read_page_window(level, info, 0, *window, cache, out=part)
+                        else:
+                            raw = self._read_planes(level, info, *window, cache=cache)
+                        rgb = _samples_to_rgb(
+                            raw, info.keyframe, multi_page=len(info.pages) > 1, background=fill
+                        )
+                        if not np.may_share_memory(rgb, part):  # else rgb is part, unchanged
+                            part[...] = rgb
+                    cache.finish(needs[position])
+                    yield request.slot, tile
 
     def _read_planes(
         self,
@@ -456,17 +458,30 @@ class _SegmentCache:
     """The decoded segments one :meth:`TiffReader.read_tiles` call shares between its tiles.
 
     Keys are ``(page, segment index)`` within one level. ``uses`` lists, per key, the
-    positions (in visiting order) of the tiles that need it, ascending; the cache drops a
-    segment once its last user is past, and over ``budget`` bytes drops the held segment
-    whose next use is furthest away (never one the current tile needs).
+    positions (in visiting order, within the current run of tiles) of the tiles that need it,
+    ascending; the cache drops a segment once its last user is past, and over ``budget``
+    bytes drops the held segment whose next use is furthest away (never one the current tile
+    needs).
     """
 
-    def __init__(self, uses: dict[tuple[int, int], deque[int]], budget: int) -> None:
-        self.uses = uses
+    def __init__(self, budget: int) -> None:
         self.budget = budget
+        self.uses: dict[tuple[int, int], deque[int]] = {}
         self.held: dict[tuple[int, int], _Decoded] = {}
         self.nbytes = 0
         #: The visiting position of the current tile; set by the caller before each tile.
+        self.position = 0
+
+    def plan(self, needs: list[list[tuple[int, int]]]) -> None:
+        """Start a run of tiles, ``needs[position]`` the keys of each (the run's tiles first,
+        then those of the tiles after it, whose uses keep their segments held past the run):
+        record every key's uses, and drop the held segments none of them needs."""
+        self.uses = {}
+        for position, keys in enumerate(needs):
+            for key in keys:
+                self.uses.setdefault(key, deque()).append(position)
+        for key in [key for key in self.held if key not in self.uses]:
+            self._drop(key)
         self.position = 0
 
     def finish(self, keys: list[tuple[int, int]]) -> None:
@@ -493,6 +508,22 @@ class _SegmentCache:
 
     def _drop(self, key: tuple[int, int]) -> None:
         self.nbytes -= _nbytes(self.held.pop(key))
+
+
+def _segment_keys(
+    info: _Level, windows: list[tuple[int, int, int, int]]
+) -> list[list[tuple[int, int]]]:
+    """Per window ``(x, y, width, height)`` of a level, the ``(page, segment index)`` keys of
+    the stored strips or tiles it meets."""
+    planes = range(len(info.pages))
+    return [
+        [
+            (plane, index)
+            for index in _segment_indices(info.keyframe, *window)[0]
+            for plane in planes
+        ]
+        for window in windows
+    ]
 
 
 def _is_plain_rgb(info: _Level) -> bool:

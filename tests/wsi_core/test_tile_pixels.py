@@ -12,6 +12,7 @@ import openslide
 import pytest
 import tifffile
 
+from wsi_core import tiff_reader
 from wsi_core.openslide import OpenSlide
 from wsi_core.slide import open_slide
 from wsi_core.synthetic import write_pyramid_tiff
@@ -184,6 +185,24 @@ def test_a_small_cache_bound_decodes_again_and_gives_the_same_pixels(shared_data
         tight = [tile for _, tile in sorted(slide.iter_tiles(xs, ys, 512, 512, 0))]
         assert max(calls.values()) > 1 and sorted(calls) == list(range(130))
     for a, b in zip(roomy, tight, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("run", [7, 17])
+def test_batches_planned_in_runs_give_the_same_pixels(shared_data, monkeypatch, run):
+    """A batch is planned in runs of tiles (here shorter than a row of 8 tiles, and two rows):
+    the same pixels; with runs of two rows or more, still one decode per stored tile."""
+    path = _slide(shared_data, CMU)
+    xs, ys = _grid((2220, 2967), 512, 256)
+    with TiffReader(path) as slide:
+        whole = slide.read_tiles(xs, ys, 512, 512, 0)
+        monkeypatch.setattr(tiff_reader, "_RUN_TILES", run)
+        calls = _count_decodes(slide, 0)
+        runs = slide.read_tiles(xs, ys, 512, 512, 0)
+    assert sorted(calls) == list(range(130))
+    if run >= 16:
+        assert set(calls.values()) == {1}
+    for a, b in zip(whole, runs, strict=True):
         np.testing.assert_array_equal(a, b)
 
 
