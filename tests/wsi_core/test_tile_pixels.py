@@ -135,11 +135,11 @@ def test_mixed_levels_sizes_and_order(shared_data):
     """One call with tiles of several levels and sizes, some wholly off the level: each as
     read_tile gives it, in input order."""
     path = _slide(shared_data, TCGA)
-    xs = [4000, -600, 100, 2000, 0, 5000, 10]
-    ys = [3000, 0, 1500, 1700, 0, 10, 20]
-    widths = [512, 512, 256, 300, 64, 32, 1]
-    heights = [512, 512, 128, 100, 64, 16, 1]
-    levels = [0, 0, 1, 1, 0, 0, 1]
+    xs = [4000, -600, 100, 2000, 0, 5000, 10, -100]
+    ys = [3000, 0, 1500, 1700, 0, 10, 20, -50]
+    widths = [512, 512, 256, 300, 64, 32, 1, 300]
+    heights = [512, 512, 128, 100, 64, 16, 1, 200]
+    levels = [0, 0, 1, 1, 0, 0, 1, 1]
     with open_slide(path) as slide, TiffReader(path) as reference:
         tiles = slide.read_tiles(xs, ys, widths, heights, levels, background=(1, 2, 3))
         for i, tile in enumerate(tiles):
@@ -147,6 +147,11 @@ def test_mixed_levels_sizes_and_order(shared_data):
             one = reference.read_tile(xs[i], ys[i], widths[i], heights[i], levels[i], (1, 2, 3))
             np.testing.assert_array_equal(tile, one)
         assert np.all(tiles[1] == (1, 2, 3)) and np.all(tiles[5] == (1, 2, 3))  # off the level
+        corner = tiles[7]  # hangs over the top-left corner: 200 x 150 pixels on the level
+        assert np.all(corner[:50] == (1, 2, 3)) and np.all(corner[:, :100] == (1, 2, 3))
+        np.testing.assert_array_equal(
+            corner[50:, 100:], reference.read_level_region(1, 0, 0, 200, 150)
+        )
     with pytest.raises(ValueError, match="differ in length"):
         slide.read_tiles([0, 1], [0, 1, 2], 8, 8, 0)
 
