@@ -17,6 +17,7 @@ SUITES = (
     "bench_tissue",
     "bench_ray",
     "bench_backfill",
+    "bench_memory",
     "bench_automation",
 )
 
