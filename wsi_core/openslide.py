@@ -197,9 +197,13 @@ class OpenSlide(openslide.OpenSlide, SlideReader):
 
     def close(self) -> None:
         """Release the OpenSlide handle; a second call does nothing."""
-        if self._tiff is not None:
-            tiff, self._tiff = self._tiff, None
-            tiff.close()
+        with self._tiff_lock:
+            # Checked for good: a read after close goes to read_region, which refuses it,
+            # rather than opening the file again through tifffile.
+            self._tiff_checked = True
+            if self._tiff is not None:
+                tiff, self._tiff = self._tiff, None
+                tiff.close()
         if not self._closed:
             self._closed = True
             super().close()
@@ -212,8 +216,9 @@ class OpenSlide(openslide.OpenSlide, SlideReader):
 #: SVS and generic tiled TIFF (OpenSlide reads both with libtiff, one TIFF page per level).
 _TIFFFILE_VENDORS = frozenset({"aperio", "generic-tiff"})
 
-#: TIFF photometric interpretations whose three samples tifffile decodes to RGB.
-_RGB_PHOTOMETRICS = frozenset({2, 6})  # RGB, YCbCr
+#: TIFF compressions whose YCbCr tiles tifffile decodes to RGB: JPEG (old and new style) and
+#: Aperio's JPEG 2000. Other YCbCr tiles would come back as YCbCr samples.
+_YCBCR_TO_RGB_COMPRESSIONS = frozenset({6, 7, 33003, 33005})
 
 
 def _tiff_reader_like(slide: OpenSlide) -> TiffReader | None:
@@ -221,7 +226,8 @@ def _tiff_reader_like(slide: OpenSlide) -> TiffReader | None:
     8-bit RGB tiles in a codec imagecodecs has, else None (OpenSlide reads it then).
 
     Levels must agree in number and size; each level one tiled page of three ``uint8``
-    samples, RGB or YCbCr, no alpha or other extra sample. A file tifffile refuses, or reads
+    samples, RGB (any codec) or YCbCr (JPEG, Aperio JPEG 2000), no alpha or other extra
+    sample. A file tifffile refuses, or reads
     otherwise, stays with OpenSlide, which accepted it: its own reads are right.
     """
     try:
@@ -243,7 +249,13 @@ def _decodes_as_rgb(level: Any) -> bool:
     return (
         len(level.pages) == 1
         and bool(keyframe.is_tiled)
-        and int(keyframe.photometric) in _RGB_PHOTOMETRICS
+        and (
+            int(keyframe.photometric) == 2  # RGB
+            or (
+                int(keyframe.photometric) == 6  # YCbCr
+                and int(keyframe.compression) in _YCBCR_TO_RGB_COMPRESSIONS
+            )
+        )
         and int(keyframe.samplesperpixel) == 3
         and not keyframe.extrasamples
         and int(keyframe.planarconfig) == 1

@@ -13,6 +13,7 @@ import pytest
 import tifffile
 
 from wsi_core import tiff_reader
+from wsi_core.errors import SlideError
 from wsi_core.openslide import OpenSlide
 from wsi_core.slide import open_slide
 from wsi_core.synthetic import write_pyramid_tiff
@@ -263,3 +264,17 @@ def test_s3_batch_equals_local(shared_data, s3_bucket):
     assert len(remote) == len(local) == 20
     for a, b in zip(remote, local, strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+def test_reads_after_close_are_refused_not_reopened(shared_data):
+    """Closing an OpenSlide closes its stored-tile decoder too; a later read is OpenSlide's
+    error naming the file, never a silent reopening through tifffile."""
+    path = _slide(shared_data, CMU)
+    slide = OpenSlide(path)
+    assert slide.read_tile(0, 0, 8, 8, 0).shape == (8, 8, 3)
+    decoder = slide._stored_tiles()
+    assert isinstance(decoder, TiffReader)
+    slide.close()
+    assert decoder._tif is None and slide._stored_tiles() is None
+    with pytest.raises(SlideError, match=r"CMU-1-Small-Region\.svs: .*closed"):
+        slide.read_tile(0, 0, 8, 8, 0)
