@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import dagster as dg
 
 from wsi_assets.automation import table_condition
+from wsi_assets.dataset import dataset_asset
 from wsi_assets.metadata import materialize_result, table_metadata
 from wsi_assets.partitions import SLIDES
 from wsi_assets.pipeline.batch import SlideOutcome, build_on_ray, build_slide
@@ -32,14 +33,21 @@ from wsi_assets.sources import source_event, source_specs
 from wsi_core.progress import progress_logger
 from wsi_core.tables import ANNOTATION_COVERAGE, OVERLAY_OVERLAP, SLIDE_METADATA, TILE_GRID
 from wsi_core.tables import checks as rules
+from wsi_core.tissue import TISSUE_MASK
 
 GROUP = "tiles"
 #: Input files and upstream tables of each table.
+#: In build order (``wsi_assets.pipeline.outputs.SLIDE_OUTPUTS``). ``overlay_overlap`` reads
+#: the tissue mask only when the slide has no overlay file, but Dagster's graph has no
+#: conditional edges: a new mask makes every slide's overlay_overlap stale in the UI (a
+#: rebuild from the user's file gives the same table), while the plans and the sweep,
+#: which read the provenance, ask only for those that read it.
 DEPS = {
     SLIDE_METADATA: ["slide_file"],
     TILE_GRID: [SLIDE_METADATA],
+    TISSUE_MASK: ["slide_file"],
     ANNOTATION_COVERAGE: [TILE_GRID, "annotation_file"],
-    OVERLAY_OVERLAP: [TILE_GRID, "overlay_file"],
+    OVERLAY_OVERLAP: [TILE_GRID, TISSUE_MASK, "overlay_file"],
 }
 DESCRIPTIONS = {
     SLIDE_METADATA: "One row per slide: pyramid levels, base mpp, and the level closest to the "
@@ -48,8 +56,12 @@ DESCRIPTIONS = {
     "extent, stride, mpp and downsample.",
     ANNOTATION_COVERAGE: "Per tile: fraction of the ROI covered by each configured label class "
     "(coverage_<class>); null where the slide has no annotation file.",
+    TISSUE_MASK: "The slide's tissue mask (0/255 pyramidal TIFF with its resolution, about "
+    "8 um/px, WSI_TISSUE), detected on a low-resolution level; overlay_overlap reads it when "
+    "the slide has no overlay file of its own.",
     OVERLAY_OVERLAP: "Per tile: fraction of the ROI's overlay pixels per overlay value (map), "
-    "and tissue_fraction (value != 0); null where the slide has no overlay.",
+    "and tissue_fraction (value != 0), from the slide's overlay file, else its tissue_mask "
+    "(overlay_source says which).",
 }
 #: Storage errors (``OSError``) of a one-slide run are retried; a bad input file fails at
 #: once, never retried. (A run of many slides retries storage errors per slide, on Ray.)
@@ -162,13 +174,24 @@ def log_inputs(context: dg.AssetExecutionContext, outcome: SlideOutcome) -> None
     if outcome.files is None:
         return
     attempted = [b.table for b in outcome.built] + [f.table for f in outcome.failed]
+    readers: dict[str, list[str]] = {}  # file kind -> tables that read it (once per kind)
     for table in attempted:
-        if table in SOURCE_OF:
-            context.log_event(source_event(SOURCE_OF[table], outcome.files, f"read by {table}"))
+        # The tissue mask reads the slide file too, but slide_metadata is the one that
+        # records its version: a new version recorded by a mask-only run (new tissue
+        # settings) would make slide_metadata, which did not read it, look stale.
+        if table in SOURCE_OF and table != TISSUE_MASK:
+            readers.setdefault(SOURCE_OF[table], []).append(table)
+    for kind, tables in readers.items():
+        why = f"read by {', '.join(tables)}"
+        context.log_event(source_event(kind, outcome.files, why))
 
 
 def log_built(context: dg.AssetExecutionContext, built: Built, where: str = "") -> None:
-    context.log.info(f"{built.stored.uri}: {built.data.num_rows} rows{where}")
+    if built.table == TISSUE_MASK:
+        what = f"{built.facts['tissue_fraction']:.1%} tissue"
+    else:
+        what = f"{built.data.num_rows} rows"
+    context.log.info(f"{built.stored.uri}: {what}{where}")
     for warning in built.facts.get("warnings", []):
         context.log.warning(f"{built.stored.uri}: {warning}")
 
@@ -177,10 +200,12 @@ def failed_step(outcomes: Sequence[SlideOutcome], slides: int) -> dg.Failure:
     """The step's failure, naming every table that failed (slide, file and problem) and the
     tables left unbuilt below it."""
     failures = [(o.key, f) for o in outcomes for f in o.failed]
-    if slides == 1 and len(failures) == 1:
+    if slides == 1:  # the first failure's message (it names the file), then any others
         _, failure = failures[0]
+        others = [f"- {f.table}: {f.message}" for _, f in failures[1:]]
+        also = "\nalso failed:\n" + "\n".join(others) if others else ""
         return dg.Failure(
-            description=failure.message,
+            description=failure.message + also,
             metadata={
                 "file": dg.MetadataValue.path(failure.file or ""),
                 "problem": failure.problem or failure.kind,
@@ -267,7 +292,7 @@ def table_specs(settings: Settings) -> list[dg.AssetSpec]:
             deps=DEPS[table],
             description=DESCRIPTIONS[table],
             group_name=GROUP,
-            kinds={"parquet"},
+            kinds={"tiff"} if table == TISSUE_MASK else {"parquet"},
             code_version=settings.code_version(table),
             automation_condition=table_condition(),
             partitions_def=SLIDES,
@@ -303,5 +328,5 @@ def tables_asset(settings: Settings) -> dg.AssetsDefinition:
 
 
 def build_assets(settings: Settings) -> list[dg.AssetSpec | dg.AssetsDefinition]:
-    """Input files and tables, the tables' code versions bound to ``settings``."""
-    return [*source_specs(), tables_asset(settings)]
+    """Input files, tables and the tile dataset, their code versions bound to ``settings``."""
+    return [*source_specs(), tables_asset(settings), dataset_asset(settings, GROUP)]

@@ -28,14 +28,18 @@ import dagster as dg
 
 from wsi_assets.partitions import PARTITION_TAG, PARTITIONS_NAME, SLIDES
 from wsi_assets.pipeline.locations import Info, modified
+from wsi_assets.pipeline.outputs import SLIDE_OUTPUTS
 from wsi_assets.pipeline.plans import SlidePlan, plan
 from wsi_assets.pipeline.settings import Settings
 from wsi_assets.pipeline.slides import Slide
 from wsi_assets.pipeline.steps import Pipeline
 from wsi_assets.sources import SOURCE_KEYS
-from wsi_core.tables import TABLES
+from wsi_core.tables.tile_dataset import TILE_DATASET
 
-TABLE_KEYS = tuple(dg.AssetKey(table) for table in TABLES)
+#: The per-slide assets: the four tables and the tissue mask.
+TABLE_KEYS = tuple(dg.AssetKey(table) for table in SLIDE_OUTPUTS)
+#: The table of labelled tiles of every slide (not partitioned).
+DATASET_KEY = dg.AssetKey(TILE_DATASET)
 
 SWEEP_INTERVAL_SECONDS = 300
 #: Slides looked at per sweep tick: 10,000 slides are covered in 20 ticks.
@@ -77,12 +81,28 @@ def table_condition() -> dg.AutomationCondition:
     )
 
 
+def dataset_condition() -> dg.AutomationCondition:
+    """When declarative automation requests ``tile_dataset``: a slide's table was
+    materialized, or the dataset's rules changed (its code version), since it was last
+    requested; never while it or a table it reads is being built (what happens meanwhile is
+    remembered: a batch of slides gives one run once the batch is done).
+
+    Not at the first evaluation: the tables requested in that tick are not built yet, and
+    the dataset follows them when they are. A dataset that is missing while every table is
+    built (a deployment that had the tables before the dataset existed) is built by the next
+    table that changes, or at once with **Materialize** on ``tile_dataset``."""
+    rules_changed: dg.AutomationCondition = A.code_version_changed()
+    pending = (A.newly_missing() | A.any_deps_updated() | rules_changed).since_last_handled()
+    blocked = A.any_deps_in_progress() | A.in_progress()
+    return (pending & ~blocked).with_label("tile_dataset after slides' tables change")
+
+
 def automation_sensor() -> dg.AutomationConditionSensorDefinition:
     """Evaluates :func:`table_condition` every 30 seconds (in the daemon); many slides at once
     become one backfill."""
     return dg.AutomationConditionSensorDefinition(
         "table_automation",
-        target=dg.AssetSelection.assets(*TABLE_KEYS),
+        target=dg.AssetSelection.assets(*TABLE_KEYS, DATASET_KEY),
         default_status=dg.DefaultSensorStatus.RUNNING,
         minimum_interval_seconds=30,
         run_tags={TRIGGER_TAG: "automation"},

@@ -30,6 +30,7 @@ from wsi_assets.pipeline.plans import SlidePlan, plan
 from wsi_assets.pipeline.settings import Settings, SettingsError
 from wsi_assets.pipeline.steps import Pipeline
 from wsi_assets.pipeline.summary import format_table, summary_rows
+from wsi_core.tables.tile_dataset import TILE_DATASET
 
 #: The runs' console output (their full logs are in the instance, see ``make dev``).
 QUIET = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
@@ -62,6 +63,29 @@ def build_outstanding(
     return outcome
 
 
+def build_dataset(instance: dg.DagsterInstance, defs: dg.Definitions) -> None:
+    """Bring ``tile_dataset`` up to date (only the fragments of changed slides are rebuilt)
+    and say what it holds."""
+    job = defs.resolve_implicit_job_def_def_for_assets([dg.AssetKey(TILE_DATASET)])
+    assert job is not None
+    result = job.execute_in_process(
+        instance=instance,
+        asset_selection=[dg.AssetKey(TILE_DATASET)],
+        raise_on_error=False,
+        tags={TRIGGER_TAG: "make run"},
+        run_config=QUIET,
+    )
+    event = instance.get_latest_materialization_event(dg.AssetKey(TILE_DATASET))
+    if not result.success or event is None or event.asset_materialization is None:
+        print("  tile_dataset: FAILED (see its run in make dev)")
+        return
+    said = event.asset_materialization.metadata
+    print(
+        f"  tile_dataset: {said['dagster/row_count'].value} tiles of {said['slides'].value} "
+        f"slides, slides per split {said['slides_per_split'].value}"
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """See the module docstring."""
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
@@ -83,6 +107,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         sensors.tick(instance, settings)
         plans = [p for p in plan(pipeline, pipeline.slides.scan()) if p.todo]
         outcome = build_outstanding(instance, defs, plans)
+        if plans or not pipeline.tables.listing(TILE_DATASET):
+            build_dataset(instance, defs)
         partitions = instance.get_dynamic_partitions("slides")
     succeeded = sum(outcome.values())
     current = " (every table in the output root is current)" if not plans else ""

@@ -141,7 +141,7 @@ def test_missing_annotation_and_overlay_give_nulls_not_zeros(
     (slide_root / "demo_slide_02_tissue_mask.tiff").unlink()
     harness.discover()
     key = "demo_slide_02"
-    result = harness.materialize(key)
+    result = harness.materialize(key, TABLES)  # the tables alone: no tissue mask to read
     assert result.success
     rows = harness.table(TILE_GRID, key).num_rows
     coverage = harness.table(ANNOTATION_COVERAGE, key)
@@ -158,6 +158,11 @@ def test_missing_annotation_and_overlay_give_nulls_not_zeros(
         assert metadata[entry].value.startswith("none found; looked for: ")
         assert str(slide_root / template) in metadata[entry].value
     assert all(check.passed for check in result.get_asset_check_evaluations())
+    # with its tissue mask built, overlay_overlap measures that instead (and says so)
+    assert harness.materialize(key).success
+    overlap = harness.table(OVERLAY_OVERLAP, key)
+    assert overlap["tissue_fraction"].null_count < rows
+    assert latest_metadata(harness, OVERLAY_OVERLAP, key)["overlay_source"].value == "tissue_mask"
 
 
 def test_bad_files_fail_their_own_partition_naming_the_file(

@@ -26,7 +26,8 @@ from wsi_assets.automation import (
 )
 from wsi_assets.partitions import SLIDES
 from wsi_assets.pipeline.keys import slide_key
-from wsi_core.tables import ANNOTATION_COVERAGE, OVERLAY_OVERLAP, TABLES, TILE_GRID
+from wsi_assets.pipeline.outputs import SLIDE_OUTPUTS
+from wsi_core.tables import ANNOTATION_COVERAGE, OVERLAY_OVERLAP, TILE_GRID
 
 Requested = dict[str, set[str]]
 
@@ -57,10 +58,10 @@ def run_requested(harness: Harness, requested: Requested) -> None:
         for key in keys:
             by_slide.setdefault(key, []).append(table)
     for key, tables in sorted(by_slide.items()):
-        harness.materialize(key, sorted(tables, key=TABLES.index), raise_on_error=False)
+        harness.materialize(key, sorted(tables, key=SLIDE_OUTPUTS.index), raise_on_error=False)
 
 
-def every(keys: tuple[str, ...] | list[str], tables: tuple[str, ...] = TABLES) -> Requested:
+def every(keys: tuple[str, ...] | list[str], tables: tuple[str, ...] = SLIDE_OUTPUTS) -> Requested:
     return {table: set(keys) for table in tables}
 
 
@@ -171,7 +172,7 @@ def test_the_sweep_sees_the_output_root_and_leaves_young_changes_to_automation(
 
     moved = Harness(make_settings(slide_root, tmp_path / "new"), harness.instance)
     moved.discover()
-    assert swept(sweep_tick(moved, later)) == {key: list(TABLES) for key in DEMO_KEYS}
+    assert swept(sweep_tick(moved, later)) == {key: list(SLIDE_OUTPUTS) for key in DEMO_KEYS}
 
 
 def test_the_sweep_pages_through_the_slides(
@@ -199,7 +200,7 @@ def test_a_failing_slide_is_retried_after_a_growing_back_off(
     failed_at = time.time()
     assert "broken" not in swept(sweep_tick(harness, failed_at + GRACE_SECONDS + 1))
     retry = swept(sweep_tick(harness, failed_at + BACKOFF_SECONDS + 1))
-    assert retry == {"broken": list(TABLES)}
+    assert retry == {"broken": list(SLIDE_OUTPUTS)}
     harness.materialize("broken", raise_on_error=False)  # fails again: the wait doubles
     again = time.time()
     assert "broken" not in swept(sweep_tick(harness, again + BACKOFF_SECONDS + 1))

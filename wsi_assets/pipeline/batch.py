@@ -19,13 +19,12 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
+from wsi_assets.pipeline.outputs import SLIDE_OUTPUTS, parents
 from wsi_assets.pipeline.settings import Settings
-from wsi_assets.pipeline.slides import SlideFiles
+from wsi_assets.pipeline.slides import OVERLAY, SlideFiles
 from wsi_assets.pipeline.steps import SOURCE_OF, Built, Pipeline
 from wsi_core.errors import WSIError
 from wsi_core.progress import Progress
-from wsi_core.tables import TABLES
-from wsi_core.tables.schemas import UPSTREAM
 
 #: Storage errors are retried this many times inside a Ray task, with delays of
 #: ``RETRY_DELAY * 2**attempt`` seconds (the same policy as the Dagster step retries).
@@ -76,20 +75,24 @@ class SlideOutcome:
 
 
 def in_build_order(tables: Sequence[str]) -> list[str]:
-    """``tables`` sorted upstream first (the order of ``wsi_core.tables.TABLES``)."""
-    unknown = set(tables) - set(TABLES)
+    """``tables`` (tables and the tissue mask) sorted upstream first (the order of
+    :data:`~wsi_assets.pipeline.outputs.SLIDE_OUTPUTS`)."""
+    unknown = set(tables) - set(SLIDE_OUTPUTS)
     if unknown:
         raise ValueError(f"unknown tables: {sorted(unknown)}")
-    return [table for table in TABLES if table in tables]
+    return [table for table in SLIDE_OUTPUTS if table in tables]
 
 
 def _blocked_by(table: str, outcome: SlideOutcome) -> str | None:
-    """The table above ``table`` that failed or was skipped in ``outcome``, if any."""
-    parent = UPSTREAM[table]
-    while parent is not None:
+    """An output above ``table`` that failed or was skipped in ``outcome``, if any (the
+    tissue mask is above ``overlay_overlap`` only for a slide without an overlay file)."""
+    has_overlay = outcome.files is not None and outcome.files.files.get(OVERLAY) is not None
+    for parent in parents(table, has_overlay):
         if parent in outcome.skipped or any(f.table == parent for f in outcome.failed):
             return parent
-        parent = UPSTREAM[parent]
+        above = _blocked_by(parent, outcome)
+        if above is not None:
+            return above
     return None
 
 

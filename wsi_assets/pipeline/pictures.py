@@ -23,9 +23,10 @@ from upath import UPath
 
 from wsi_assets.pipeline.errors import ForeignFileError
 from wsi_assets.pipeline.locations import read_bytes, remove_stale_temporaries, uri_of, write_atomic
+from wsi_assets.pipeline.outputs import SLIDE_OUTPUTS
 from wsi_assets.pipeline.tables import TableStore
 from wsi_core.pictures import Thumbnail, thumbnail_from_png, thumbnail_png
-from wsi_core.tables import SLIDE_METADATA, TABLES
+from wsi_core.tables import SLIDE_METADATA
 
 PICTURE_FILE = "_preview.png"
 THUMBNAIL_FILE = "_thumbnail.png"
@@ -114,7 +115,7 @@ class PictureStore:
         """Delete slide ``key``'s pictures and thumbnail that this project wrote; return
         their URIs. Files of other writers are left alone."""
         removed = []
-        for table in TABLES:
+        for table in SLIDE_OUTPUTS:
             for name in (PICTURE_FILE, THUMBNAIL_FILE):
                 path = self.path(table, key, name)
                 data = self.read(table, key, name)

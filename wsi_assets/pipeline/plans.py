@@ -12,14 +12,18 @@ new tile size ``tile_grid`` and both tables below it.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from wsi_assets.pipeline.locations import Info
-from wsi_assets.pipeline.slides import SLIDE, Slide, SlideFiles
+from wsi_assets.pipeline.locations import Info, list_files
+from wsi_assets.pipeline.outputs import PARENT, SLIDE_OUTPUTS
+from wsi_assets.pipeline.slides import OVERLAY, SLIDE, Slide, SlideFiles
 from wsi_assets.pipeline.steps import SOURCE_OF, Pipeline, provenance
-from wsi_assets.pipeline.tables import Provenance
-from wsi_core.tables import TABLES
+from wsi_assets.pipeline.tables import READERS, Provenance
+from wsi_assets.pipeline.tissue_masks import MASK_FILE
+from wsi_core.tables import OVERLAY_OVERLAP, TABLES
 from wsi_core.tables.schemas import UPSTREAM
+from wsi_core.tissue import TISSUE_MASK
 
 CURRENT = "current"
 MISSING = "missing"
@@ -54,7 +58,7 @@ class SlidePlan:
         file is gone)."""
         if self.slide_file_missing:
             return []
-        return [table for table in TABLES if self.states[table].state != CURRENT]
+        return [table for table in SLIDE_OUTPUTS if self.states[table].state != CURRENT]
 
     def reasons(self) -> dict[str, str]:
         """Table -> why it must be built, for the tables in :attr:`todo`."""
@@ -64,21 +68,24 @@ class SlidePlan:
         """The kinds of input file (slide, annotation, overlay) that changed since stored
         tables were built from them."""
         return {
-            name for state in self.states.values() for name in state.changed if name not in UPSTREAM
+            name for state in self.states.values() for name in state.changed if name not in PARENT
         }
 
 
 def expected(pipeline: Pipeline, files: SlideFiles) -> dict[str, Provenance]:
-    """The provenance each table of the slide would get if it were built now."""
+    """The provenance each output of the slide would get if it were built now (a slide
+    without an overlay file: ``overlay_overlap`` from the tissue mask built now)."""
     result: dict[str, Provenance] = {}
-    for table in TABLES:  # upstream first
-        parent = UPSTREAM[table]
+    for table in SLIDE_OUTPUTS:  # upstream first
+        parent = PARENT[table]
         source = SOURCE_OF.get(table)
+        reads_mask = table == OVERLAY_OVERLAP and files.files.get(OVERLAY) is None
         result[table] = provenance(
             pipeline.settings,
             table,
             None if source is None else files.version(source),
             None if parent is None else result[parent].id,
+            result[TISSUE_MASK].id if reads_mask else None,
         )
     return result
 
@@ -100,7 +107,10 @@ def compare(table: str, stored: Provenance | None, wanted: Provenance) -> TableS
         reason = "settings or code changed (code version "
         reason += f"{stored.code_version} -> {wanted.code_version})"
     else:
-        names = (f"{name} table" if name in UPSTREAM else f"{name} file" for name in changed)
+        names = (
+            f"{name} table" if name in UPSTREAM else name if name in PARENT else f"{name} file"
+            for name in changed
+        )
         reason = ", ".join(names) + " changed"
     return TableState(table, OUT_OF_DATE, reason, changed)
 
@@ -120,6 +130,7 @@ def plan(
     once).
     """
     listings = {t: pipeline.tables.listing(t) for t in TABLES}
+    listings[TISSUE_MASK] = _mask_listing(pipeline)
     found = files or {}
     files_of = [found.get(s.key) or pipeline.slides.files(s, slide_listing) for s in slides]
     stored = _stored_provenances(pipeline, [slide.key for slide in slides], listings)
@@ -134,7 +145,7 @@ def plan(
             table: compare(table, stored[table][key], wanted[table])
             if key in stored[table]
             else TableState(table, MISSING, "not stored in the output root")
-            for table in TABLES
+            for table in SLIDE_OUTPUTS
         }
         plans.append(SlidePlan(slide_files.slide, states, files=slide_files))
     return plans
@@ -145,7 +156,23 @@ def _stored_provenances(
 ) -> dict[str, dict[str, Provenance | None]]:
     """Table -> slide key -> provenance of the stored tables among ``keys``."""
     wanted = list(keys)
-    return {
+    found = {
         table: pipeline.tables.provenances(table, [k for k in wanted if k in listings[table]])
         for table in TABLES
     }
+    masks = [k for k in wanted if k in listings[TISSUE_MASK]]
+    with ThreadPoolExecutor(READERS) as pool:  # one header read each
+        found[TISSUE_MASK] = dict(
+            zip(masks, pool.map(pipeline.masks.provenance, masks), strict=True)
+        )
+    return found
+
+
+def _mask_listing(pipeline: Pipeline) -> dict[str, Info]:
+    """Slide key -> fsspec info of every stored tissue mask (one recursive listing)."""
+    found = {}
+    for uri, info in list_files(pipeline.tables.folder(TISSUE_MASK)).items():
+        parts = uri.rstrip("/").split("/")
+        if parts[-1] == MASK_FILE and parts[-2].startswith("slide="):
+            found[parts[-2].removeprefix("slide=")] = info
+    return found

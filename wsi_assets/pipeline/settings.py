@@ -28,6 +28,7 @@ variable                        meaning                                        e
 ``WSI_MAX_TILES``               tiles a slide may have before it is refused    ``2000000``
 ``WSI_EXCLUDE``                 file names that are never slides (globs)       ``*_mask.*``
 ``WSI_TISSUE``                  tissue-mask parameters changed (JSON object)   ``{"pen_hue":null}``
+``WSI_DATASET``                 tile_dataset rules changed (JSON object)       ``{"seed":1}``
 ``WSI_BACKFILL_BATCH``          slides per run of a backfill (on Ray)          ``50``
 ==============================  =============================================  ===================
 
@@ -54,6 +55,7 @@ from shapely.geometry.base import BaseGeometry
 
 from wsi_core.remote import is_url
 from wsi_core.tables import ANNOTATION_COVERAGE, OVERLAY_OVERLAP, SLIDE_METADATA, TILE_GRID
+from wsi_core.tables.tile_dataset import TILE_DATASET, DatasetRules
 from wsi_core.tissue import TISSUE_MASK, TissueParameters
 
 #: Where ``make run`` writes the synthetic demo slides when no slide root is configured.
@@ -74,6 +76,7 @@ REVISIONS = {
     ANNOTATION_COVERAGE: "2",
     OVERLAY_OVERLAP: "2",
     TISSUE_MASK: "1",
+    TILE_DATASET: "1",
 }
 
 StrList = Annotated[list[str], NoDecode]
@@ -172,6 +175,12 @@ class Settings(BaseSettings):
         "of wsi_core.tissue.TissueParameters (target_mpp in um/px, sizes in um and um2, hues "
         "in degrees).",
     )
+    dataset: dict[str, Any] = Field(
+        default_factory=dict,
+        description="tile_dataset rules that differ from the defaults, by the field names of "
+        "wsi_core.tables.tile_dataset.DatasetRules (fractions in [0, 1]; split: fraction of "
+        "slides per set; seed).",
+    )
     backfill_batch: int = Field(
         default=50,
         gt=0,
@@ -232,6 +241,16 @@ class Settings(BaseSettings):
         TissueParameters(**values)  # its own checks: ranges and signs
         return values
 
+    @field_validator("dataset")
+    @classmethod
+    def _dataset(cls, values: dict[str, Any]) -> dict[str, Any]:
+        known = {field.name for field in dataclasses.fields(DatasetRules)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown tile_dataset rules {unknown}; known: {sorted(known)}")
+        DatasetRules(**values)  # its own checks: ranges, split fractions
+        return values
+
     @field_validator("roi")
     @classmethod
     def _roi(cls, wkt: str | None) -> str | None:
@@ -280,8 +299,17 @@ class Settings(BaseSettings):
                 "roi": self.roi,
                 "annotation_templates": list(self.annotation_templates),
             }
-        if table == TISSUE_MASK:
-            return {**slide, "tissue": dataclasses.asdict(self.tissue_parameters())}
+        if table == TISSUE_MASK:  # the slide's own resolution, never the tiling target
+            return {
+                "slide_mpp": self.slide_mpp,
+                "slide_mpp_override": self.slide_mpp_override,
+                "tissue": dataclasses.asdict(self.tissue_parameters()),
+            }
+        if table == TILE_DATASET:  # class order decides ties between labels
+            return {
+                "label_classes": list(self.label_classes),
+                "rules": dataclasses.asdict(self.dataset_rules()),
+            }
         if table == OVERLAY_OVERLAP:
             return {
                 "roi": self.roi,
@@ -299,6 +327,10 @@ class Settings(BaseSettings):
     def tissue_parameters(self) -> TissueParameters:
         """The tissue-mask parameters: the defaults with ``tissue`` applied."""
         return TissueParameters(**self.tissue)
+
+    def dataset_rules(self) -> DatasetRules:
+        """The tile_dataset rules: the defaults with ``dataset`` applied."""
+        return DatasetRules(**self.dataset)
 
     def roi_geometry(self) -> BaseGeometry:
         """The region of interest in tile-relative level pixels (default: the whole tile)."""

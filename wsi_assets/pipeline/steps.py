@@ -11,22 +11,35 @@ that cannot be used (do not retry until the file changes), ``OSError`` for stora
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
 
-from wsi_assets.pipeline.errors import InputFileError, UnknownSlideError
+from wsi_assets.pipeline.errors import InputFileError, UnknownSlideError, about_file
 from wsi_assets.pipeline.locations import MISSING
+from wsi_assets.pipeline.outputs import PARENT
 from wsi_assets.pipeline.pictures import PictureStore
 from wsi_assets.pipeline.registry import Registry
 from wsi_assets.pipeline.settings import Settings
 from wsi_assets.pipeline.slides import ANNOTATION, OVERLAY, SLIDE, Slide, SlideFiles, SlideStore
 from wsi_assets.pipeline.tables import Provenance, StoredTable, TableStore
-from wsi_core.errors import MissingMPPError, WSIError
-from wsi_core.pictures import Picture, Thumbnail, blank_thumbnail, read_thumbnail, table_picture
+from wsi_assets.pipeline.tissue_masks import (
+    GENERATED_MASK,
+    TissueMaskStore,
+    build_tissue_mask,
+    choose_overlay,
+)
+from wsi_core.errors import WSIError
+from wsi_core.pictures import (
+    Picture,
+    Thumbnail,
+    blank_thumbnail,
+    mask_picture,
+    read_thumbnail,
+    table_picture,
+)
 from wsi_core.progress import Progress
 from wsi_core.slide import open_slide
 from wsi_core.tables import (
@@ -43,16 +56,22 @@ from wsi_core.tables import (
 from wsi_core.tables.annotation_coverage import CoverageFacts, coverage_summary
 from wsi_core.tables.overlay_overlap import (
     Alignment,
-    OverlayMismatchError,
     align_overlay,
     overlap_summary,
 )
-from wsi_core.tables.schemas import UPSTREAM
 from wsi_core.tables.slide_metadata import resolution_warning
+from wsi_core.tables.tile_dataset import TILE_DATASET
 from wsi_core.tables.tile_grid import tile_count
+from wsi_core.tissue import TISSUE_MASK
 
-#: The input file each table reads besides its upstream table.
-SOURCE_OF = {SLIDE_METADATA: SLIDE, ANNOTATION_COVERAGE: ANNOTATION, OVERLAY_OVERLAP: OVERLAY}
+#: The input file each output reads besides its upstream table (``overlay_overlap``: the
+#: version of the overlay it reads, the user's file or else the tissue mask).
+SOURCE_OF = {
+    SLIDE_METADATA: SLIDE,
+    TISSUE_MASK: SLIDE,
+    ANNOTATION_COVERAGE: ANNOTATION,
+    OVERLAY_OVERLAP: OVERLAY,
+}
 
 
 @dataclass(frozen=True)
@@ -74,49 +93,30 @@ class Built:
 
 
 def provenance(
-    settings: Settings, table: str, source_version: str | None, upstream_id: str | None
+    settings: Settings,
+    table: str,
+    source_version: str | None,
+    upstream_id: str | None,
+    tissue_mask: str | None = None,
 ) -> Provenance:
     """What ``table`` of a slide is computed from: its code version, the data version of the
     input file it reads (if any) and the provenance id of its upstream table (if it has one;
-    ``unknown`` for an upstream table stored without provenance)."""
+    ``unknown`` for an upstream table stored without provenance). ``tissue_mask``: the
+    provenance id of the tissue mask that ``overlay_overlap`` reads in place of an overlay
+    file the slide does not have (its ``overlay`` input stays ``missing``)."""
     inputs: dict[str, str] = {}
-    parent = UPSTREAM[table]
+    parent = PARENT[table]
     if parent is not None:
         inputs[parent] = upstream_id or "unknown"
     if table in SOURCE_OF:
         inputs[SOURCE_OF[table]] = source_version or MISSING
+    if tissue_mask is not None:
+        inputs[TISSUE_MASK] = tissue_mask
     return Provenance(table, settings.code_version(table), inputs)
 
 
 def _id(origin: Provenance | None) -> str | None:
     return None if origin is None else origin.id
-
-
-@contextmanager
-def about_file(uri: str, kind: str, missing_mpp: str | None = None) -> Iterator[None]:
-    """Any error while reading the ``kind`` file at ``uri`` becomes an
-    :class:`InputFileError` naming ``uri``; storage errors (``OSError`` other than a missing
-    file) pass unchanged so that engines can retry them. ``missing_mpp`` names the setting
-    that gives a resolution to a file that records none."""
-    try:
-        yield
-    except InputFileError:
-        raise
-    except (MissingMPPError, OverlayMismatchError) as error:
-        setting = missing_mpp or "an mpp setting"
-        problem = (
-            error.problem.split(";")[0] if isinstance(error, MissingMPPError) else error.problem
-        )
-        raise InputFileError(uri, f"{problem}; set {setting} (micrometres per pixel)") from error
-    except WSIError as error:  # its path may be a temporary copy: name the file the user has
-        raise InputFileError(uri, error.problem) from error
-    except FileNotFoundError as error:
-        raise InputFileError(uri, f"{kind} file not found") from error
-    except OSError:
-        raise
-    except Exception as error:  # a reader's own failure on a bad file: report it against the file
-        problem = f"cannot read {kind}: {type(error).__name__}: {error}"
-        raise InputFileError(uri, problem) from error
 
 
 class Pipeline:
@@ -128,6 +128,7 @@ class Pipeline:
         self.tables = TableStore(settings.output_root, settings.storage_options)
         self.registry = Registry(settings.output_root, settings.storage_options)
         self.pictures = PictureStore(self.tables)
+        self.masks = TissueMaskStore(self.tables)
         #: The last thumbnail used: (slide key, provenance id of the slide_metadata it goes
         #: with, thumbnail). One slide's steps in one process then read it once, not per table.
         self._last_thumbnail: tuple[str, str, Thumbnail] | None = None
@@ -151,6 +152,10 @@ class Pipeline:
         """Delete slide ``key``'s tables (those this project wrote) and its registration;
         return what was removed. Its files under the slide root are not touched."""
         removed = [uri for table in TABLES if (uri := self.tables.remove(table, key))]
+        if mask := self.masks.remove(key):
+            removed.append(mask)
+        if fragment := self.tables.remove(TILE_DATASET, key):  # its tiles in tile_dataset
+            removed.append(fragment)
         removed += self.pictures.remove(key)
         if self.registry.remove(key):
             removed.append(f"registration of {key}")
@@ -175,6 +180,8 @@ class Pipeline:
             return self._tile_grid(key)
         if table == SLIDE_METADATA:
             return self._slide_metadata(files or self.inputs(key))
+        if table == TISSUE_MASK:
+            return self._tissue_mask(files or self.inputs(key))
         steps: dict[str, Callable[[SlideFiles, Progress | None], Built]] = {
             ANNOTATION_COVERAGE: self._annotation_coverage,
             OVERLAY_OVERLAP: self._overlay_overlap,
@@ -288,6 +295,59 @@ class Pipeline:
             SLIDE_METADATA, key, data, origin, facts, thumbnail=thumbnail, relpath=slide.relpath
         )
 
+    def _tissue_mask(self, files: SlideFiles) -> Built:
+        """Detect and store the slide's tissue mask, and its picture over the slide's
+        thumbnail (the stored one; the slide is read for it when none is stored yet). Its
+        one-row ``data`` holds what the detection found, for the engine to show."""
+        slide, key = files.slide, files.slide.key
+        stored = build_tissue_mask(self.settings, files, self.masks)
+        tissue = stored.tissue
+        assert tissue is not None  # computed here, not read from a record
+        thumbnail = self.pictures.thumbnail(key)
+        if thumbnail is None:
+            thumbnail = self.slides.read(slide.uri, self._read_thumbnail)
+        height, width = tissue.mask.shape
+        # level-0 pixels per mask pixel: the thumbnail spans the slide's level-0 extent and
+        # the mask the same glass (its last row and column may be partly outside it)
+        per_pixel = (thumbnail.extent0[0] / width, thumbnail.extent0[1] / height)
+        about = (
+            f"tissue mask {width}x{height} px at {tissue.mpp[0]:.3g} um/px (from level "
+            f"{tissue.level}), {tissue.tissue_fraction:.1%} tissue"
+        )
+        picture = mask_picture(thumbnail, tissue.mask, per_pixel, slide.relpath, about)
+        picture_uri = self.pictures.write(TISSUE_MASK, key, picture.png)
+        found = stored.facts
+        data = pa.Table.from_pylist(
+            [
+                {
+                    "slide_key": key,
+                    "uri": stored.uri,
+                    "width": width,
+                    "height": height,
+                    "mpp_x": float(tissue.mpp[0]),
+                    "mpp_y": float(tissue.mpp[1]),
+                    "level": tissue.level,
+                    "factor": tissue.factor,
+                    "threshold": tissue.threshold,
+                    "tissue_fraction": tissue.tissue_fraction,
+                    "pen_pixels": tissue.pen_pixels,
+                    "dark_pixels": tissue.dark_pixels,
+                }
+            ]
+        )
+        facts = {
+            "slide": slide.relpath,
+            "slide_file": slide.uri,
+            "source_version": files.version(SLIDE),
+            "tissue_fraction": found["tissue_fraction"],
+            "mask_mpp": found["mpp"],
+            "code_version": stored.provenance.code_version,
+            "provenance": stored.provenance.id,
+            "parameters": self.settings.table_params(TISSUE_MASK),
+        }
+        table = StoredTable(stored.uri, stored.content_hash, stored.provenance)
+        return Built(TISSUE_MASK, key, data, table, facts, None, picture, picture_uri)
+
     def _tile_grid(self, key: str) -> Built:
         meta, upstream = self.tables.read(SLIDE_METADATA, key)
         settings = self.settings
@@ -367,17 +427,27 @@ class Pipeline:
     def _overlay_overlap(self, files: SlideFiles, progress: Progress | None = None) -> Built:
         key = files.slide.key
         grid, upstream = self.tables.read(TILE_GRID, key)
+        # the user's overlay, else the stored tissue mask, else none
+        choice = choose_overlay(files, self.masks)
+        generated = choice.source == GENERATED_MASK
         overlay, facts = self._companion(files, OVERLAY)
+        if generated:
+            overlay, facts = choice.uri, {"overlay_file": choice.uri, "measured": True}
+            facts["tissue_mask_provenance"] = choice.version
+        facts["overlay_source"] = choice.source
         settings = self.settings
         roi = settings.roi_geometry()
         if overlay is None:
             data, _ = build_overlay_overlap(grid, None, roi)
         else:
             meta = self._slide_facts(key)
-            with about_file(overlay, OVERLAY, missing_mpp="WSI_OVERLAY_MPP"):
+            setting = None if generated else "WSI_OVERLAY_MPP"
+            with about_file(overlay, OVERLAY, missing_mpp=setting):
                 data, alignment, seen = self.slides.read(
                     overlay,
-                    lambda location: self._measure_overlay(grid, location, roi, meta, progress),
+                    lambda location: self._measure_overlay(
+                        grid, location, roi, meta, progress, users=not generated
+                    ),
                 )
             facts.update(
                 {
@@ -388,7 +458,10 @@ class Pipeline:
                 }
             )
         facts["overlap_summary"] = overlap_summary(data)
-        origin = provenance(settings, OVERLAY_OVERLAP, files.version(OVERLAY), _id(upstream))
+        mask_id = choice.version if generated else None
+        origin = provenance(
+            settings, OVERLAY_OVERLAP, files.version(OVERLAY), _id(upstream), mask_id
+        )
         slide = files.slide
         thumbnail = self._thumbnail(key, slide.uri, _meta_id(upstream))
         return self._store(
@@ -409,15 +482,18 @@ class Pipeline:
         roi: Any,
         meta: dict[str, Any],
         progress: Progress | None = None,
+        users: bool = True,
     ) -> tuple[pa.Table, Alignment, list[str] | None]:
-        """Align the overlay at ``location`` with the slide, then measure every tile."""
+        """Align the overlay at ``location`` with the slide, then measure every tile.
+        ``users``: a user's file, to which the ``WSI_OVERLAY_MPP*`` settings apply; the
+        tissue mask records its own resolution, so they never move it."""
         settings = self.settings
         alignment = align_overlay(
             location,
             (meta["level_width"][0], meta["level_height"][0]),
             (meta["base_mpp_x"], meta["base_mpp_y"]),
-            fallback_mpp=settings.overlay_mpp,
-            override_mpp=settings.overlay_mpp_override,
+            fallback_mpp=settings.overlay_mpp if users else None,
+            override_mpp=settings.overlay_mpp_override if users else None,
             storage_options=settings.storage_options,
         )
         data, seen = build_overlay_overlap(

@@ -16,16 +16,17 @@ wrote it.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from upath import UPath
 
-from wsi_assets.pipeline.errors import ForeignFileError, InputFileError
+from wsi_assets.pipeline.errors import ForeignFileError, InputFileError, about_file
 from wsi_assets.pipeline.locations import (
     MISSING,
     file_info,
@@ -37,7 +38,6 @@ from wsi_assets.pipeline.locations import (
 )
 from wsi_assets.pipeline.settings import Settings
 from wsi_assets.pipeline.slides import OVERLAY, SLIDE, SlideFiles, SlideStore
-from wsi_assets.pipeline.steps import about_file
 from wsi_assets.pipeline.tables import Provenance, TableStore
 from wsi_core.slide import open_slide
 from wsi_core.tables.slide_metadata import base_resolution
@@ -57,6 +57,10 @@ class StoredMask:
     uri: str
     provenance: Provenance
     facts: dict[str, Any]
+    #: A digest of the stored bytes (its data version; "" when not known).
+    content_hash: str = ""
+    #: The mask itself, when this process computed it (None when read from a record).
+    tissue: TissueMask | None = field(default=None, compare=False, repr=False)
 
 
 def mask_facts(tissue: TissueMask) -> dict[str, Any]:
@@ -120,7 +124,8 @@ class TissueMaskStore:
                     "a file not written by wsi_tiles is in the way; move it, then re-run",
                 ) from None
             write_atomic(path, payload)
-        return StoredMask(uri_of(path), provenance, facts)
+        digest = hashlib.sha256(payload).hexdigest()[:16]
+        return StoredMask(uri_of(path), provenance, facts, digest, tissue)
 
     def record(self, key: str) -> dict[str, Any] | None:
         """The record stored in slide ``key``'s mask (None when there is no mask, or it is
@@ -164,9 +169,9 @@ def _description(path: UPath) -> str | None:
     return mask_description(io.BytesIO(read_bytes(path)))
 
 
-#: Where an overlay came from (:func:`choose_overlay`).
-USER_OVERLAY = "user overlay"
-GENERATED_MASK = "tissue mask"
+#: Where an overlay came from (:func:`choose_overlay`; ``overlay_source`` in the metadata).
+USER_OVERLAY = "user file"
+GENERATED_MASK = TISSUE_MASK
 NO_OVERLAY = "none"
 
 
