@@ -115,13 +115,19 @@ def picture_markdown(built: Built) -> str | None:
     return f"![{alt}](data:image/png;base64,{encoded})\n\n{built.picture.caption}"
 
 
+#: Significant digits of the flat figures: the UI prints floats in full.
+FIGURE_DIGITS = 6
+
+
 def figure_values(built: Built, classes: Sequence[str]) -> dict[str, dg.MetadataValue]:
-    """The table's flat figures as top-level numbers (the Plots tab charts them)."""
+    """The table's flat figures as top-level numbers (the Plots tab charts them), floats to
+    ``FIGURE_DIGITS`` significant digits."""
     values: dict[str, dg.MetadataValue] = {}
     for name, value in table_figures(built.table, built.data, classes).items():
-        values[name] = (
-            dg.MetadataValue.int(value) if isinstance(value, int) else dg.MetadataValue.float(value)
-        )
+        if isinstance(value, int):
+            values[name] = dg.MetadataValue.int(value)
+        else:
+            values[name] = dg.MetadataValue.float(float(f"{value:.{FIGURE_DIGITS}g}"))
     return values
 
 

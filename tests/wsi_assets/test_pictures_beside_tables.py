@@ -196,7 +196,7 @@ def test_metadata_embeds_the_picture_and_says_something(slide_root: Path, tmp_pa
             f"select avg(coverage_{name}), count(*) filter (where coverage_{name} > 0.5), "
             f"count(*) from read_parquet('{parquet}')"
         ).fetchall()[0]
-        assert coverage[f"mean_coverage_{name}"].value == pytest.approx(mean, rel=1e-12)
+        assert coverage[f"mean_coverage_{name}"].value == pytest.approx(mean, rel=1e-5)
         assert isinstance(coverage[f"mean_coverage_{name}"], dg.FloatMetadataValue)
         assert coverage[f"tiles_over_half_{name}"] == dg.MetadataValue.int(over_half)
         assert coverage["tile_count"] == dg.MetadataValue.int(count)
@@ -208,7 +208,7 @@ def test_metadata_embeds_the_picture_and_says_something(slide_root: Path, tmp_pa
         "select avg(tissue_fraction), count(*) filter (where tissue_fraction > 0), "
         f"max(tissue_fraction) from read_parquet('{parquet}')"
     ).fetchall()[0]
-    assert overlap["mean_tissue_fraction"].value == pytest.approx(mean)
+    assert overlap["mean_tissue_fraction"].value == pytest.approx(mean, rel=1e-5)
     assert overlap["tiles_with_tissue"].value == with_tissue > 0
     assert preview_rows(overlap["preview"].value)[0]["tissue_fraction"] == f"{best:.6g}"
 
@@ -238,7 +238,7 @@ def test_a_materialization_carries_its_picture(harness) -> None:
     stored = harness.table(ANNOTATION_COVERAGE, KEY)
     assert metadata["tile_count"].value == stored.num_rows
     tumor = stored["coverage_tumor"].to_numpy()
-    assert metadata["mean_coverage_tumor"].value == pytest.approx(float(tumor.mean()))
+    assert metadata["mean_coverage_tumor"].value == pytest.approx(float(tumor.mean()), rel=1e-5)
 
 
 def test_pictures_do_not_depend_on_the_process(slide_root: Path, tmp_path: Path) -> None:
