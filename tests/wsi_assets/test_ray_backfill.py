@@ -204,6 +204,12 @@ def all_built(instance: dg.DagsterInstance, keys: list[str]) -> bool:
     return True
 
 
+def backfill_runs_ended(instance: dg.DagsterInstance) -> bool:
+    """Every backfill run has ended (its last table is materialized a moment before)."""
+    runs = [r for r in instance.get_runs() if "dagster/backfill" in r.tags]
+    return bool(runs) and all(r.is_finished for r in runs)
+
+
 def test_new_slides_become_batched_runs_on_the_cluster(
     two_node_ray_cluster, slide_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
@@ -243,7 +249,7 @@ def test_new_slides_become_batched_runs_on_the_cluster(
             )
         try:
             deadline = time.monotonic() + 420
-            while not all_built(instance, keys):
+            while not all_built(instance, keys) or not backfill_runs_ended(instance):
                 assert daemon.poll() is None, log.read_text()[-3000:]
                 assert time.monotonic() < deadline, log.read_text()[-3000:]
                 time.sleep(2)
