@@ -346,7 +346,9 @@ class TiffReader(SlideReader):
         dtype = np.dtype(keyframe.dtype)
         kind = self._check_segment_size(level, keyframe)
         if out is None:
-            window = np.full((separate, height, width, contig), keyframe.nodata, dtype=dtype)
+            # Not prefilled: the segments that meet a window inside the page cover all of it,
+            # so every pixel is written below unless a segment is sparse (then filled first).
+            window = np.empty((separate, height, width, contig), dtype=dtype)
         else:
             window = out.reshape(1, height, width, contig)  # a view: writes land in ``out``
         if width and height:
@@ -366,7 +368,7 @@ class TiffReader(SlideReader):
                     fresh = self._decode_segments(level, info, page, missing)
                     cache.hold({(plane, index): value for index, value in fresh.items()})
                 decoded = {index: cache.held[plane, index] for index in indices}
-            if out is not None and any(segment is None for segment, _ in decoded.values()):
+            if any(segment is None for segment, _ in decoded.values()):
                 window[...] = keyframe.nodata  # a sparse tile leaves its part unwritten
             for segment, position in decoded.values():
                 if segment is None:  # a sparse (never written) tile keeps nodata

@@ -278,3 +278,27 @@ def test_reads_after_close_are_refused_not_reopened(shared_data):
     assert decoder._tif is None and slide._stored_tiles() is None
     with pytest.raises(SlideError, match=r"CMU-1-Small-Region\.svs: .*closed"):
         slide.read_tile(0, 0, 8, 8, 0)
+
+
+def test_sparse_stored_tile_reads_as_nodata(tmp_path):
+    """A stored tile the file never wrote (byte count 0) reads as the level's nodata (0)
+    through every path, and its neighbours as written."""
+    rng = np.random.default_rng(9)
+    image = rng.integers(1, 256, (128, 128, 3), dtype=np.uint8)  # no 0: nodata stands out
+    path = tmp_path / "sparse.tif"
+    tifffile.imwrite(path, image, tile=(64, 64), compression="zlib", photometric="rgb")
+    data = bytearray(path.read_bytes())
+    with tifffile.TiffFile(path) as tif:
+        for name in ("TileOffsets", "TileByteCounts"):  # a sparse tile lists 0 and 0
+            tag = tif.pages.first.tags[name]
+            assert tag.count == 4 and tag.dtype_name == "LONG"
+            data[tag.valueoffset + 4 : tag.valueoffset + 8] = bytes(4)  # tile 1
+    path.write_bytes(bytes(data))
+    expected = image.copy()
+    expected[:64, 64:] = 0
+    with TiffReader(path) as slide:
+        np.testing.assert_array_equal(slide.read_level_region(0, 0, 0, 128, 128), expected)
+        np.testing.assert_array_equal(slide.read_tile(32, 32, 64, 64, 0), expected[32:96, 32:96])
+        tiles = slide.read_tiles([0, 64, 32], [0, 0, 32], 64, 64, 0)
+    for tile, (x, y) in zip(tiles, [(0, 0), (64, 0), (32, 32)], strict=True):
+        np.testing.assert_array_equal(tile, expected[y : y + 64, x : x + 64])
