@@ -303,7 +303,10 @@ class Pipeline:
         stored = build_tissue_mask(self.settings, files, self.masks)
         tissue = stored.tissue
         assert tissue is not None  # computed here, not read from a record
-        thumbnail = self.pictures.thumbnail(key)
+        # the one slide_metadata just stored in this process, else the stored one, else read
+        last = self._last_thumbnail
+        thumbnail = last[2] if last is not None and last[0] == key else None
+        thumbnail = thumbnail or self.pictures.thumbnail(key)
         if thumbnail is None:
             thumbnail = self.slides.read(slide.uri, self._read_thumbnail)
         height, width = tissue.mask.shape
