@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import dagster as dg
+import numpy as np
 import pytest
 import ray_support
 from table_fingerprint import fingerprint
@@ -33,6 +34,7 @@ from wsi_assets.partitions import PARTITIONS_NAME, SLIDES
 from wsi_assets.pipeline.locations import uri_of
 from wsi_assets.pipeline.steps import Pipeline
 from wsi_core.tables import TABLES
+from wsi_core.tissue import TISSUE_MASK, read_tissue_mask
 
 #: The tags the backfill daemon gives a run of a partition range.
 RANGE_START = "dagster/asset_partition_range_start"
@@ -79,6 +81,11 @@ def test_batched_run_equals_one_slide_runs(harness: Harness, slide_root: Path, t
             assert metadata["dagster/uri"].value == uri_of(harness.pipeline.tables.path(table, key))
             assert metadata["ray_node"].value  # built by a Ray worker
             assert statuses(harness, table)[key] == dg.AssetPartitionStatus.MATERIALIZED
+        # the tissue mask too, on its own partition, by a Ray worker
+        mask_said = latest_metadata(harness, TISSUE_MASK, key)
+        assert mask_said["dagster/uri"].value == uri_of(harness.pipeline.masks.path(key))
+        assert mask_said["ray_node"].value
+        assert statuses(harness, TISSUE_MASK)[key] == dg.AssetPartitionStatus.MATERIALIZED
 
     with dg.instance_for_test() as elsewhere:  # the same slides, one run per slide
         apart = Harness(make_settings(slide_root, tmp_path / "apart"), elsewhere)
@@ -88,6 +95,11 @@ def test_batched_run_equals_one_slide_runs(harness: Harness, slide_root: Path, t
             for table in TABLES:
                 batched, alone = harness.table(table, key), apart.table(table, key)
                 assert fingerprint(batched) == fingerprint(alone), (table, key)
+            mask, mpp = read_tissue_mask(harness.pipeline.masks.path(key).path)
+            alone_mask, alone_mpp = read_tissue_mask(apart.pipeline.masks.path(key).path)
+            np.testing.assert_array_equal(mask, alone_mask)
+            assert mpp == alone_mpp
+            assert harness.pipeline.masks.provenance(key) == apart.pipeline.masks.provenance(key)
     # Each slide's checks are evaluated on its own partition and pass.
     checks = [
         e.asset_check_evaluation_data
