@@ -16,6 +16,9 @@ from wsi_assets.pipeline.steps import Pipeline
 from wsi_assets.pipeline.tile_dataset import FRAGMENT_INPUTS, build_tile_dataset, summarize
 from wsi_core.tables.tile_dataset import TILE_DATASET
 
+#: The dataset's checks, evaluated on the stored rows at every materialization.
+ONE_SET = "one_split_per_slide"
+UNIQUE_IDS = "unique_row_hash"
 DESCRIPTION = (
     "The labelled tiles of every slide in one table (a Parquet fragment per slide, read as "
     "one table): tiles with at least WSI_DATASET's min_tissue_fraction of tissue, labelled "
@@ -33,6 +36,14 @@ def dataset_asset(settings: Settings, group: str) -> dg.AssetsDefinition:
         group_name=group,
         kinds={"parquet"},
         code_version=settings.code_version(TILE_DATASET),
+        check_specs=[
+            dg.AssetCheckSpec(
+                ONE_SET, asset=TILE_DATASET, description="Every slide's tiles are in one set."
+            ),
+            dg.AssetCheckSpec(
+                UNIQUE_IDS, asset=TILE_DATASET, description="No two rows share a row_hash."
+            ),
+        ],
         automation_condition=dataset_condition(),
         description=DESCRIPTION,
     )
@@ -65,6 +76,18 @@ def dataset_asset(settings: Settings, group: str) -> dg.AssetsDefinition:
                 column_schema(sample.schema, {})
             )
             metadata["preview"] = dg.MetadataValue.md(markdown_preview(sample))
-        return dg.MaterializeResult(metadata=metadata)
+        checks = [
+            dg.AssetCheckResult(
+                check_name=ONE_SET,
+                passed=not summary.slides_in_two_splits,
+                metadata={"slides_in_two_splits": summary.slides_in_two_splits},
+            ),
+            dg.AssetCheckResult(
+                check_name=UNIQUE_IDS,
+                passed=summary.repeated_row_hashes == 0,
+                metadata={"repeated_row_hashes": summary.repeated_row_hashes},
+            ),
+        ]
+        return dg.MaterializeResult(metadata=metadata, check_results=checks)
 
     return tile_dataset

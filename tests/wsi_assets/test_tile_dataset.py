@@ -11,6 +11,7 @@ from pathlib import Path
 import dagster as dg
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 from test_automation import Automation, run_requested
 from wsi_assets_support import DEMO_KEYS, Harness, make_settings
@@ -19,7 +20,7 @@ from wsi_assets.automation import DATASET_KEY
 from wsi_assets.pipeline.outputs import SLIDE_OUTPUTS
 from wsi_assets.pipeline.settings import Settings, SettingsError
 from wsi_assets.pipeline.steps import Pipeline
-from wsi_assets.pipeline.tile_dataset import build_tile_dataset
+from wsi_assets.pipeline.tile_dataset import build_tile_dataset, summarize
 from wsi_core.tables import ANNOTATION_COVERAGE
 from wsi_core.tables.tile_dataset import TILE_DATASET, DatasetRules
 from wsi_core.tiling.utils import row_hash
@@ -230,6 +231,9 @@ def test_automation_keeps_the_dataset_current(harness: Harness, slide_root: Path
     assert tick_and_run()  # the tables were materialized: the dataset follows
     result = job.execute_in_process(instance=harness.instance, asset_selection=[DATASET_KEY])
     assert result.success
+    checks = {c.check_name: c for c in result.get_asset_check_evaluations()}
+    assert set(checks) == {"one_split_per_slide", "unique_row_hash"}
+    assert all(c.passed for c in checks.values())
     event = harness.instance.get_latest_materialization_event(DATASET_KEY)
     assert event is not None and event.asset_materialization is not None
     metadata = event.asset_materialization.metadata
@@ -260,3 +264,28 @@ def test_automation_keeps_the_dataset_current(harness: Harness, slide_root: Path
     assert event is not None and event.asset_materialization is not None
     assert event.asset_materialization.metadata["fragments_rebuilt"].value == ["demo_slide_01"]
     assert np.isfinite(got.tissue_fraction).all()
+
+
+def test_the_summary_finds_a_slide_in_two_sets_and_repeated_ids(
+    slide_root: Path, tmp_path: Path
+) -> None:
+    """What the asset's two checks read: a fragment that repeats a slide's rows with one row
+    moved to another set is caught by both."""
+    pipeline = Pipeline(make_settings(slide_root, tmp_path / "out", **SMALL))
+    build_tables(pipeline)
+    outcome = build_tile_dataset(pipeline)
+    sound = summarize(pipeline, outcome.slides)
+    assert sound.slides_in_two_splits == [] and sound.repeated_row_hashes == 0
+    assert sound.tiles == len(stored_dataset(tmp_path / "out"))
+    key = "demo_slide_01"
+    data, origin = pipeline.tables.read(TILE_DATASET, key)
+    assert origin is not None and data.num_rows > 1
+    splits = data["split"].to_pylist()
+    moved = "test" if splits[0] != "test" else "train"
+    bad = data.set_column(
+        data.schema.get_field_index("split"), "split", pa.array([moved, *splits[1:]])
+    )
+    pipeline.tables.write(TILE_DATASET, "a_copy", bad, origin)
+    found = summarize(pipeline, [*outcome.slides, "a_copy"])
+    assert found.slides_in_two_splits == [key]
+    assert found.repeated_row_hashes == data.num_rows

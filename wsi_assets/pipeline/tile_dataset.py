@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
 from wsi_assets.pipeline.steps import Pipeline
@@ -120,6 +121,10 @@ class DatasetSummary:
     tiles: int
     tiles_per_label_and_split: dict[str, dict[str, int]]
     slides_per_split: dict[str, int]
+    #: Consistency of the stored rows: slides whose tiles are in more than one set, and
+    #: ``row_hash`` values held by more than one row (both empty when the dataset is sound).
+    slides_in_two_splits: list[str] = field(default_factory=list)
+    repeated_row_hashes: int = 0
 
 
 def summarize(pipeline: Pipeline, slides: list[str]) -> DatasetSummary:
@@ -132,11 +137,14 @@ def summarize(pipeline: Pipeline, slides: list[str]) -> DatasetSummary:
     if not pipeline.tables.listing(TILE_DATASET):
         return DatasetSummary(0, {}, per_split)
     table = ds.dataset(folder.path, filesystem=folder.fs, format="parquet").to_table(
-        columns=["label", "split"]
+        columns=["slide_key", "label", "split", "row_hash"]
     )
     counts: dict[str, dict[str, int]] = {}
     grouped = table.group_by(["label", "split"]).aggregate([([], "count_all")])
     for row in grouped.to_pylist():
         label = "(none)" if row["label"] is None else row["label"]
         counts.setdefault(label, {})[row["split"]] = row["count_all"]
-    return DatasetSummary(table.num_rows, counts, per_split)
+    sets = table.group_by("slide_key").aggregate([("split", "count_distinct")])
+    mixed = [row["slide_key"] for row in sets.to_pylist() if row["split_count_distinct"] > 1]
+    repeated = table.num_rows - pc.count_distinct(table["row_hash"]).as_py()
+    return DatasetSummary(table.num_rows, counts, per_split, sorted(mixed), repeated)
