@@ -35,7 +35,14 @@ def test_every_table_is_partitioned_versioned_and_checked(tmp_path: Path) -> Non
         dg.AssetKey("tile_grid"),
         dg.AssetKey("annotation_file"),
     }
-    assert len(list(graph.asset_check_keys)) == 6
+    assert len(list(graph.asset_check_keys)) == 6 + 2  # the tables', tile_dataset's
+    dataset = graph.get(dg.AssetKey("tile_dataset"))
+    assert dataset.partitions_def is None and dataset.automation_condition is not None
+    assert graph.get(dg.AssetKey("overlay_overlap")).parent_keys == {
+        dg.AssetKey("tile_grid"),
+        dg.AssetKey("tissue_mask"),
+        dg.AssetKey("overlay_file"),
+    }
 
 
 def test_the_code_location_validates_from_the_workspace(tmp_path: Path) -> None:
