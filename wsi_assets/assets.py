@@ -1,9 +1,11 @@
-"""The asset graph: three observed input files and the four per-slide tables.
+"""The asset graph: three observed input files, the four per-slide tables and the tissue
+mask, and the tile dataset of all slides (:mod:`wsi_assets.dataset`).
 
-The four tables are one subsettable multi-asset, so a run builds the selected tables of its
-slides in one step, upstream first, with :func:`wsi_assets.pipeline.batch.build_slide` (stores
-in, builder, store out, per table). A run of one slide (the sensor's, automation's, a click in
-the UI) builds in-process. A run of many slides, which is what a backfill becomes under
+The four tables and the tissue mask are one subsettable multi-asset, so a run builds the
+selected tables of its slides in one step, upstream first, with
+:func:`wsi_assets.pipeline.batch.build_slide` (stores in, builder, store out, per table). A run
+of one slide (the sensor's, automation's, a click in the UI) builds in-process. A run of many
+slides, which is what a backfill becomes under
 ``BackfillPolicy.multi_run(WSI_BACKFILL_BATCH)``, builds them in parallel on Ray
 (:func:`~wsi_assets.pipeline.batch.build_on_ray`) and reports each slide's tables as they
 finish: one materialization per slide and table, with that table's own metadata and checks.
@@ -284,7 +286,8 @@ def many_slides(
 
 
 def table_specs(settings: Settings) -> list[dg.AssetSpec]:
-    """The four tables; their code versions follow the settings each depends on. Skippable:
+    """The four tables and the tissue mask; their code versions follow the settings each
+    depends on. Skippable:
     a table that fails is not reported while the others of the step are."""
     return [
         dg.AssetSpec(
@@ -303,7 +306,7 @@ def table_specs(settings: Settings) -> list[dg.AssetSpec]:
 
 
 def tables_asset(settings: Settings) -> dg.AssetsDefinition:
-    """The four tables as one subsettable multi-asset (see the module docstring)."""
+    """The per-slide assets as one subsettable multi-asset (see the module docstring)."""
 
     @dg.multi_asset(
         name="tables",

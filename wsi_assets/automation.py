@@ -2,8 +2,8 @@
 
 1. **Declarative automation** (:func:`table_condition` on every table, evaluated by the
    ``table_automation`` sensor, on by default) reacts at once to what Dagster sees happen:
-   a slide partition added (all four tables), a new version of an input file recorded by
-   ``slide_sensor`` (the tables that read it and those below), an upstream table
+   a slide partition added (all four tables and the tissue mask), a new version of an input
+   file recorded by ``slide_sensor`` (the tables that read it and those below), an upstream table
    materialized (the tables below). Slides registered before its first evaluation are
    requested at that evaluation. It never retries a failure by itself.
 

@@ -5,7 +5,8 @@ A stored table is current when the provenance in its Parquet footer equals the p
 would get if it were built now: the same code version (code revision and the settings the
 table depends on), the same data version of the input file it reads, and an upstream table
 that is itself current. Provenance ids chain from ``slide_metadata`` down, so a changed slide
-file makes all four tables out of date, a changed annotation only ``annotation_coverage``, a
+file makes all four tables and the tissue mask out of date, a changed annotation only
+``annotation_coverage``, a
 new tile size ``tile_grid`` and both tables below it.
 """
 

@@ -120,7 +120,8 @@ def _id(origin: Provenance | None) -> str | None:
 
 
 class Pipeline:
-    """The stores of one settings object, and the four table steps."""
+    """The stores of one settings object, and the steps of the four tables and the tissue
+    mask."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
