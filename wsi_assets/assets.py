@@ -188,12 +188,17 @@ def log_inputs(context: dg.AssetExecutionContext, outcome: SlideOutcome) -> None
         context.log_event(source_event(kind, outcome.files, why))
 
 
-def log_built(context: dg.AssetExecutionContext, built: Built, where: str = "") -> None:
+def log_built(context: dg.AssetExecutionContext, built: Built) -> None:
+    """What a one-slide step built, and its warnings."""
     if built.table == TISSUE_MASK:
         what = f"{built.facts['tissue_fraction']:.1%} tissue"
     else:
         what = f"{built.data.num_rows} rows"
-    context.log.info(f"{built.stored.uri}: {what}{where}")
+    context.log.info(f"{built.stored.uri}: {what}")
+    log_warnings(context, built)
+
+
+def log_warnings(context: dg.AssetExecutionContext, built: Built) -> None:
     for warning in built.facts.get("warnings", []):
         context.log.warning(f"{built.stored.uri}: {warning}")
 
@@ -269,7 +274,9 @@ def many_slides(
     for done, outcome in enumerate(build_on_ray(settings, keys, tables), start=1):
         log_inputs(context, outcome)
         for built in outcome.built:
-            log_built(context, built, f" (Ray node {outcome.node[:12]})")
+            # One log line a slide, not one a table: each line is an event-log write, and
+            # writing events is what bounds a batch's speed (see bench_backfill).
+            log_warnings(context, built)
             metadata = {**table_metadata(built, settings), "ray_node": outcome.node}
             context.log_event(
                 dg.AssetMaterialization(
@@ -280,7 +287,11 @@ def many_slides(
                 context.log_event(evaluation)
         if outcome.failed:
             failed.append(outcome)
-        context.log.info(f"{outcome.key}: done ({done} of {len(keys)} slides)")
+        names = ", ".join(b.table for b in outcome.built) or "nothing"
+        context.log.info(
+            f"{outcome.key}: {names} built on Ray node {outcome.node[:12]} "
+            f"({done} of {len(keys)} slides)"
+        )
     if failed:
         raise failed_step(failed, len(keys))
 
