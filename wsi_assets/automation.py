@@ -7,13 +7,13 @@
    materialized (the tables below). Slides registered before its first evaluation are
    requested at that evaluation. It never retries a failure by itself.
 
-2. **The sweep** (``table_sweep``, on by default) compares, page by page of slide partitions,
-   the tables in the current output root with what they would be if built now
-   (:mod:`wsi_assets.pipeline.plans`): a table that is missing there (deleted, another
-   output root, a run killed before it wrote) or out of date (settings or code changed, an
-   input file changed) is requested. It leaves alone the slides the first path is handling
-   (files or registrations newer than ``GRACE_SECONDS``, runs in progress), and retries a
-   slide whose last run failed only after an increasing back-off (:func:`retry_after`).
+2. **The sweep** (``table_sweep``, on by default; it waits while a backfill runs) compares, page
+   by page of slide partitions, the tables in the current output root with what they would be if
+   built now (:mod:`wsi_assets.pipeline.plans`): a table that is missing there (deleted, another
+   output root, a run killed before it wrote) or out of date (settings or code changed, an input
+   file changed) is requested. It leaves alone the slides the first path is handling (files or
+   registrations newer than ``GRACE_SECONDS``, runs in progress), and retries a slide whose last run
+   failed only after an increasing back-off (:func:`retry_after`).
 
 Dead runs (a worker killed hard) are marked failed by run monitoring (``dagster.yaml``), and
 then count as failures here.
@@ -53,6 +53,17 @@ BACKOFF_SECONDS = 900
 MAX_BACKOFF_SECONDS = 86_400
 #: Runs of a slide read to count its consecutive failures.
 RUN_HISTORY = 20
+#: The tag Dagster gives every run of a backfill, and the run states that count as running.
+BACKFILL_TAG = "dagster/backfill"
+IN_FLIGHT = [
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+]
+#: Newest queued or running runs looked at for a backfill's (the run queue's limits keep far
+#: fewer than this in flight; queued sweep runs are the most there can be, one page).
+RUN_SCAN = 1000
 TRIGGER_TAG = "wsi_tiles/trigger"
 REASON_TAG = "wsi_tiles/reason"
 
@@ -222,11 +233,21 @@ def run_request(slide_plan: SlidePlan, now: float) -> dg.RunRequest:
     )
 
 
+def backfill_running(instance: dg.DagsterInstance) -> bool:
+    """True while a run of a backfill is queued or in progress. A backfill submits its runs a
+    few at a time, so the slides it has not reached yet are neither built nor busy: a sweep
+    then would ask for them a second time, one run each."""
+    records = instance.get_run_records(dg.RunsFilter(statuses=IN_FLIGHT), limit=RUN_SCAN)
+    return any(BACKFILL_TAG in record.dagster_run.tags for record in records)
+
+
 def sweep(
     context: dg.SensorEvaluationContext, settings: Settings, now: float | None = None
 ) -> dg.SensorResult | dg.SkipReason:
     """One sweep tick over the next page of slide partitions (at ``now``, seconds since the
-    epoch; default: the current time)."""
+    epoch; default: the current time). It waits while a backfill runs."""
+    if backfill_running(context.instance):
+        return dg.SkipReason("a backfill is running: the sweep waits until it has finished")
     keys = context.instance.get_dynamic_partitions(PARTITIONS_NAME)
     page, cursor = page_of(keys, context.cursor or None, SWEEP_PAGE)
     if not page:

@@ -15,6 +15,7 @@ import pytest
 from wsi_assets_support import DEMO_KEYS, Harness, make_settings
 
 from wsi_assets.automation import (
+    BACKFILL_TAG,
     BACKOFF_SECONDS,
     GRACE_SECONDS,
     MAX_BACKOFF_SECONDS,
@@ -24,6 +25,7 @@ from wsi_assets.automation import (
     sweep,
     table_condition,
 )
+from wsi_assets.definitions import SLIDE_JOB
 from wsi_assets.partitions import SLIDES
 from wsi_assets.pipeline.keys import slide_key
 from wsi_assets.pipeline.outputs import SLIDE_OUTPUTS
@@ -245,3 +247,17 @@ def test_every_table_carries_the_condition(harness: Harness) -> None:
     sensors = {s.name: s for s in harness.defs.sensors or []}
     assert set(sensors) == {"slide_sensor", "table_automation", "table_sweep"}
     assert all(s.default_status == dg.DefaultSensorStatus.RUNNING for s in sensors.values())
+
+
+def test_the_sweep_waits_while_a_backfill_runs(harness: Harness) -> None:
+    """Slides a backfill has not reached yet are not asked for again, one run each."""
+    harness.discover()
+    later = time.time() + 2 * GRACE_SECONDS
+    job = harness.defs.resolve_job_def(SLIDE_JOB)
+    pending = harness.instance.create_run_for_job(
+        job, tags={BACKFILL_TAG: "bf1"}, status=dg.DagsterRunStatus.NOT_STARTED
+    )
+    waiting = sweep(dg.build_sensor_context(instance=harness.instance), harness.settings, now=later)
+    assert isinstance(waiting, dg.SkipReason)
+    harness.instance.report_run_canceled(pending)
+    assert swept(sweep_tick(harness, later)) == {key: list(SLIDE_OUTPUTS) for key in DEMO_KEYS}
