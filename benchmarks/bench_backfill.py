@@ -39,6 +39,7 @@ from wsi_assets.partitions import PARTITIONS_NAME
 from wsi_assets.pipeline.settings import Settings
 
 SLIDES = int(os.environ.get("WSI_BENCH_BACKFILL_SLIDES", "200"))
+BACKENDS = os.environ.get("WSI_BENCH_BACKFILL_BACKENDS", "sqlite,postgres").split(",")
 BATCH = 50
 PER_SLIDE_SAMPLE = 6
 Row = dict[str, Any]
@@ -139,7 +140,7 @@ def run() -> Iterator[Row]:
     with tempfile.TemporaryDirectory(prefix="bench-backfill-") as scratch:
         folder = Path(scratch)
         slides = slide_root(folder, SLIDES)
-        for backend in ("sqlite", "postgres"):
+        for backend in BACKENDS:
             with _instance_home(folder, backend) as home:
                 if home is not None:
                     yield from _measure(backend, home, slides, folder / backend)
