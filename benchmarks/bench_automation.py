@@ -40,11 +40,12 @@ from wsi_assets.automation import SWEEP_PAGE, TABLE_KEYS, sweep
 from wsi_assets.definitions import build_defs
 from wsi_assets.partitions import PARTITIONS_NAME
 from wsi_assets.pipeline import demo
+from wsi_assets.pipeline.outputs import SLIDE_OUTPUTS
 from wsi_assets.pipeline.settings import Settings
 from wsi_assets.pipeline.slides import SlideFiles
 from wsi_assets.pipeline.steps import Pipeline
 from wsi_assets.sources import SOURCE_ASSETS, source_event
-from wsi_core.tables import TABLES
+from wsi_core.tissue import TISSUE_MASK
 
 SLIDES = int(os.environ.get("WSI_BENCH_SLIDES", "10000"))
 FOLDERS = 20
@@ -163,22 +164,29 @@ def sweep_tick(instance: dg.DagsterInstance, settings: Settings) -> tuple[float,
     return seconds, len(getattr(result, "run_requests", None) or [])
 
 
+def _stored_path(pipeline: Pipeline, output: str, key: str) -> Path:
+    """Where ``output`` of slide ``key`` is stored (the tissue mask has a store of its own)."""
+    if output == TISSUE_MASK:
+        return Path(pipeline.masks.path(key).path)
+    return Path(pipeline.tables.path(output, key).path)
+
+
 def store_tables(pipeline: Pipeline, files: list[SlideFiles]) -> None:
-    """Every table of the first sweep page built for real; the other slides' table files are
-    links to them (their footers are not read on that tick, only listed)."""
+    """Every output (tables and tissue mask) of the first sweep page built for real; the other
+    slides' files are links to them (their footers are not read on that tick, only listed)."""
     page = sorted(files, key=lambda f: f.slide.key)[:SWEEP_PAGE]
     for slide_files in page:
-        for table in TABLES:
-            pipeline.build(table, slide_files.slide.key)
-    template = {t: Path(pipeline.tables.path(t, page[0].slide.key).path) for t in TABLES}
+        for output in SLIDE_OUTPUTS:
+            pipeline.build(output, slide_files.slide.key)
+    template = {o: _stored_path(pipeline, o, page[0].slide.key) for o in SLIDE_OUTPUTS}
     built = {f.slide.key for f in page}
     for slide_files in files:
         if slide_files.slide.key in built:
             continue
-        for table in TABLES:
-            target = Path(pipeline.tables.path(table, slide_files.slide.key).path)
+        for output in SLIDE_OUTPUTS:
+            target = _stored_path(pipeline, output, slide_files.slide.key)
             target.parent.mkdir(parents=True, exist_ok=True)
-            os.link(template[table], target)
+            os.link(template[output], target)
 
 
 def row(name: str, seconds: float, note: str) -> Row:
@@ -244,10 +252,11 @@ def measure(name: str, instance: dg.DagsterInstance, folder: Path) -> Iterator[R
     setup, _ = timed(lambda: store_materializations(instance, _all_tables(files)))
     store_tables(pipeline, files)
     seconds, requested, cursor = automation_tick(instance, defs, twin, cursor)
-    note = f"{requested} requested ({4 * SLIDES} materializations seeded in {setup:.0f} s)"
+    seeded = len(SLIDE_OUTPUTS) * SLIDES
+    note = f"{requested} requested ({seeded} materializations seeded in {setup:.0f} s)"
     yield row(f"{name}: table_automation, all built", seconds, note)
     seconds, requests = sweep_tick(instance, settings)
-    note = f"{4 * SWEEP_PAGE} footers read, {requests} runs requested"
+    note = f"{len(SLIDE_OUTPUTS) * SWEEP_PAGE} stored outputs read, {requests} runs requested"
     yield row(f"{name}: table_sweep page, all stored", seconds, note)
 
 
@@ -257,7 +266,9 @@ def _baseline(bucket: list[SlideFiles]) -> list[dg.AssetMaterialization]:
 
 def _all_tables(files: list[SlideFiles]) -> list[dg.AssetMaterialization]:
     return [
-        dg.AssetMaterialization(table, partition=f.slide.key) for f in files for table in TABLES
+        dg.AssetMaterialization(output, partition=f.slide.key)
+        for f in files
+        for output in SLIDE_OUTPUTS
     ]
 
 
