@@ -1,7 +1,8 @@
 """``python -m benchmarks [suite ...]``: run the benchmarks and print their figures.
 
 Kernel suites print seconds, tiles per second and the ratio to their baseline, measured in
-the same run; the automation suite prints the seconds of each tick and what it did.
+the same run, then any other ``ratio_vs_<name>`` of a row as ``1.23x <name>``; the automation
+suite prints the seconds of each tick and what it did.
 """
 
 from __future__ import annotations
@@ -24,9 +25,14 @@ SUITES = (
 
 def _line(row: dict) -> str:
     if "tiles_per_s" in row:
+        others = "".join(
+            f"  {value:.2f}x {key.removeprefix('ratio_vs_')}"
+            for key, value in row.items()
+            if key.startswith("ratio_vs_") and key != "ratio_vs_baseline"
+        )
         return (
             f"{row['name']:<56} {row['seconds']:>9.4f} {row['tiles_per_s']:>10.0f} "
-            f"{row['ratio_vs_baseline']:>11.1f}x"
+            f"{row['ratio_vs_baseline']:>11.1f}x{others}"
         )
     return f"{row['name']:<56} {row['seconds']:>9.3f}   {row.get('note', '')}"
 
