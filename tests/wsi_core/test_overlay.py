@@ -246,3 +246,64 @@ def test_mask_cache_is_bounded(mask_pyramid):
     info = overlay_module._rasterise.cache_info()
     assert info.misses > overlay_module.MASK_CACHE_SIZE
     assert info.currsize == overlay_module.MASK_CACHE_SIZE
+
+
+def greedy_bands(rows, x0, x1, y0, y1, budget):
+    """The banding rule one row at a time: grow the band while its union window fits."""
+    bands, start = [], 0
+    while start < len(rows):
+        left, right, top, bottom = (
+            x0[rows[start]],
+            x1[rows[start]],
+            y0[rows[start]],
+            y1[rows[start]],
+        )
+        stop = start + 1
+        while stop < len(rows):
+            r = rows[stop]
+            grown = (max(right, x1[r]) - min(left, x0[r])) * (max(bottom, y1[r]) - top)
+            if grown > budget:
+                break
+            left, right, bottom = min(left, x0[r]), max(right, x1[r]), max(bottom, y1[r])
+            stop += 1
+        bands.append(list(rows[start:stop]))
+        start = stop
+    return bands
+
+
+@pytest.mark.parametrize(
+    ("budget", "fewest", "most"),
+    [(1, 3000, 3000), (900, 2, 2999), (40_000, 2, 2999), (10**9, 1, 1)],
+)
+def test_bands_follow_the_greedy_rule(monkeypatch, budget, fewest, most):
+    """Vectorised banding splits exactly where growing the band one row at a time would:
+    from one band per window (and windows over the budget alone) to one band for all."""
+    rng = np.random.default_rng(4)
+    x0 = rng.integers(0, 500, 3000)
+    y0 = rng.integers(0, 800, 3000)
+    x1, y1 = x0 + rng.integers(1, 40, 3000), y0 + rng.integers(1, 40, 3000)
+    rows = np.argsort(y0, kind="stable")
+    monkeypatch.setattr(overlay_module, "READ_BUDGET_PIXELS", budget)
+    got = [band.tolist() for band in overlay_module._bands(rows, x0, x1, y0, y1)]
+    assert got == greedy_bands(rows, x0, x1, y0, y1, budget)
+    assert sorted(r for band in got for r in band) == list(range(3000))
+    assert fewest <= len(got) <= most
+
+
+@pytest.mark.parametrize("roi", [box(0, 0, 512, 512), Point(256, 256).buffer(200)])
+def test_many_small_reads_count_as_one_read(mask_pyramid, monkeypatch, roi):
+    """A budget of a few tile windows splits the grid into many bands (reads of the overlay);
+    the counts are those of one read of the whole level."""
+    path, _ = mask_pyramid
+    tiles = [(x, y) for y in range(-256, 4800, 384) for x in range(-256, 6400, 384)]
+    xs, ys = zip(*tiles, strict=True)
+    whole = tile_overlay_overlap(roi, str(path), xs, ys, 0.25, 0.25)
+    bands = []
+    split = overlay_module._bands
+    monkeypatch.setattr(
+        overlay_module, "_bands", lambda *args: (bands.append(b) or b for b in split(*args))
+    )
+    monkeypatch.setattr(overlay_module, "READ_BUDGET_PIXELS", 3 * 32 * 32)
+    assert tile_overlay_overlap(roi, str(path), xs, ys, 0.25, 0.25) == whole
+    assert len(bands) > 40  # one read would hold all 252 tiles
+    assert sum(f is not None for f in whole) > 100

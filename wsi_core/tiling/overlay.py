@@ -20,7 +20,7 @@ from __future__ import annotations
 import functools
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any, NamedTuple, overload
 
 import numpy as np
@@ -452,23 +452,38 @@ def _read_bands(slide: SlideReader, windows: _Windows):
         yield rows, slide.read_level_region(windows.level, rx, ry, rw, rh), rx, ry
 
 
-def _bands(rows: np.ndarray, x0, x1, y0, y1):
+def _bands(
+    rows: np.ndarray, x0: np.ndarray, x1: np.ndarray, y0: np.ndarray, y1: np.ndarray
+) -> Iterator[np.ndarray]:
     """Split ``rows`` (sorted by window top) into runs whose union window fits the budget
-    (``READ_BUDGET_PIXELS``); ``x0 .. y1`` are clipped windows in overlay-level pixels."""
+    (``READ_BUDGET_PIXELS``); ``x0 .. y1`` are clipped windows in overlay-level pixels. A
+    window larger than the budget is read alone."""
     start = 0
     while start < rows.size:
-        left, right = x0[rows[start]], x1[rows[start]]
-        top, bottom = y0[rows[start]], y1[rows[start]]
-        stop = start + 1
-        while stop < rows.size:
-            row = rows[stop]
-            grown = (max(right, x1[row]) - min(left, x0[row])) * (max(bottom, y1[row]) - top)
-            if grown > READ_BUDGET_PIXELS:
-                break
-            left, right, bottom = min(left, x0[row]), max(right, x1[row]), max(bottom, y1[row])
-            stop += 1
+        stop = _band_stop(rows, start, x0, x1, y0, y1)
         yield rows[start:stop]
         start = stop
+
+
+def _band_stop(
+    rows: np.ndarray, start: int, x0: np.ndarray, x1: np.ndarray, y0: np.ndarray, y1: np.ndarray
+) -> int:
+    """The end of the band that begins at ``rows[start]``: the union window of
+    ``rows[start:stop]`` grows with ``stop`` (its top is ``rows[start]``'s, the rows being
+    sorted by top), so the band ends before the first row whose union exceeds the budget.
+
+    The unions are running extrema over a span of rows that doubles until the band ends inside
+    it, so the work stays proportional to the band's length, not to the rows left."""
+    top = y0[rows[start]]
+    span = 256
+    while True:
+        part = rows[start : start + span]
+        width = np.maximum.accumulate(x1[part]) - np.minimum.accumulate(x0[part])
+        area = width * (np.maximum.accumulate(y1[part]) - top)  # pixels, non-decreasing
+        fits = int(np.searchsorted(area, READ_BUDGET_PIXELS, side="right"))
+        if fits < part.size or start + part.size == rows.size:
+            return start + max(fits, 1)
+        span *= 2
 
 
 def _empty_region(slide: SlideReader, level: int) -> np.ndarray:
