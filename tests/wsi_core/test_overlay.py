@@ -307,3 +307,28 @@ def test_many_small_reads_count_as_one_read(mask_pyramid, monkeypatch, roi):
     assert tile_overlay_overlap(roi, str(path), xs, ys, 0.25, 0.25) == whole
     assert len(bands) > 40  # one read would hold all 252 tiles
     assert sum(f is not None for f in whole) > 100
+
+
+@pytest.mark.parametrize(
+    ("height", "dtype"), [(255, np.uint8), (256, np.uint16), (70_000, np.uint32)]
+)
+def test_block_table_counts_strips_taller_than_their_dtype_would_hold(height, dtype):
+    """Strip sums use the narrowest dtype that holds the tallest strip: a full column of
+    ``height`` ones counts ``height``, not ``height`` modulo 256 or 65536."""
+    present = np.ones((height, 3), dtype=bool)
+    present[0, 1] = False
+    cuts_y, cuts_x = np.array([0, height]), np.array([0, 1, 3])
+    assert overlay_module._strip_sums(present, cuts_y).dtype == dtype
+    table = overlay_module._block_table(present, cuts_x, cuts_y)
+    assert table.tolist() == [[0, 0, 0], [0, height, 3 * height - 1]]
+
+
+def test_block_table_equals_a_cumulative_sum_at_the_cuts():
+    rng = np.random.default_rng(2)
+    present = rng.random((300, 200)) < 0.4
+    cuts_y = np.unique(np.r_[0, 300, rng.integers(0, 300, 20)])
+    cuts_x = np.unique(np.r_[0, 200, rng.integers(0, 200, 30)])
+    full = np.zeros((301, 201), dtype=np.int64)
+    full[1:, 1:] = present.cumsum(axis=0).cumsum(axis=1)
+    table = overlay_module._block_table(present.view(np.uint8), cuts_x, cuts_y)
+    assert np.array_equal(table, full[np.ix_(cuts_y, cuts_x)])
