@@ -4,6 +4,7 @@ subprocess."""
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import subprocess
@@ -20,8 +21,9 @@ from shapely import Point, Polygon, box
 
 import wsi_core.tiling.annotations as annotations_module
 import wsi_core.tiling.rect_coverage as rect_coverage_module
+import wsi_core.tiling.segment_pairs as segment_pairs_module
 import wsi_core.tiling.tile_buckets as tile_buckets_module
-import wsi_core.tiling.tile_union as tile_union_module
+import wsi_core.tiling.union_boundary as union_boundary_module
 from wsi_core.geometry import clip_to_rect
 from wsi_core.tiling import annotation_coverage, grid_tile_array, tile_annotations
 
@@ -109,8 +111,7 @@ def _field_case(field: str, downsample: float):
 def small_chunks(monkeypatch):
     """Budgets small enough that every chunk loop of the kernel runs many times."""
     monkeypatch.setattr(rect_coverage_module, "_CHUNK_ROWS", 300)
-    monkeypatch.setattr(rect_coverage_module, "_CLAMP_CHUNK_EDGES", 50)
-    monkeypatch.setattr(tile_union_module, "_PAIR_BUDGET", 500)
+    monkeypatch.setattr(segment_pairs_module, "_PAIR_BUDGET", 500)
     monkeypatch.setattr(tile_buckets_module, "_JOIN_CELLS", 64)
     monkeypatch.setattr(annotations_module, "_BATCH_VERTICES", 2000)
     monkeypatch.setattr(annotations_module, "_TILE_VERTICES", 16)
@@ -118,17 +119,21 @@ def small_chunks(monkeypatch):
 
 @pytest.mark.parametrize("downsample", DOWNSAMPLES)
 @pytest.mark.parametrize("field", list(FIELDS))
-@pytest.mark.parametrize("route", ["edges", "geos"])
+@pytest.mark.parametrize("route", ["edges", "geos", "crowded"])
 def test_dense_field_matches_oracle(field, downsample, route, monkeypatch, small_chunks):
-    """Many polygons per tile, overlapping, touching, with holes and duplicates, through
-    either union route: TileUnion for every tile, or GEOS (a tile halved whenever it holds
-    more than 3 polygons)."""
+    """Many polygons per tile, overlapping, touching, with holes and duplicates, through each
+    way of finding the union's boundary: by crossings wherever no edges touch (GEOS for the
+    groups where they do), by GEOS for every overlapping group, or by GEOS for the groups with
+    an edge in a crowded grid cell (here, any cell of more than 4 edge pieces)."""
     annotations, coords, expected = _field_case(field, downsample)
-    if route == "edges":
-        monkeypatch.setattr(rect_coverage_module, "_UNION_MAX_SEGMENTS", 10**9)
-    else:
-        monkeypatch.setattr(rect_coverage_module, "_UNION_MAX_SEGMENTS", 0)
-        monkeypatch.setattr(rect_coverage_module, "_GEOS_UNION_PARTS", 3)
+    if route == "geos":
+        monkeypatch.setattr(
+            rect_coverage_module,
+            "union_boundary",
+            functools.partial(union_boundary_module.union_boundary, by_geos=True),
+        )
+    elif route == "crowded":
+        monkeypatch.setattr(segment_pairs_module, "_CROWDED_CELL", 4)
     assert ((expected > 0.05) & (expected < 0.95)).sum() > len(expected) / 3
     coverage = annotation_coverage(annotations, box(0, 0, TILE, TILE), coords, downsample)
     np.testing.assert_allclose(coverage, expected, rtol=0, atol=1e-9)

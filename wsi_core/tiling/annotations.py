@@ -127,17 +127,18 @@ def _check_roi(roi: Geometry) -> Geometry:
 def _grid_rect(
     roi: Geometry, origins: np.ndarray, ds: tuple[float, float]
 ) -> tuple[float, float, float, float]:
-    """The level-0 rectangle holding every tile's placed ROI, widened by one ROI size on each
-    side: annotations are cut to it before any per-edge work. The margin keeps the edges made by
-    the cut well away from every tile."""
+    """The level-0 rectangle holding every tile's placed ROI, widened on each side by the
+    grid's own larger extent (one ROI size at least): annotations reaching beyond it are cut
+    to it before any per-edge work. The margin keeps the edges made by the cut well away from
+    every tile, and leaves uncut the annotations that merely overhang the grid, as annotations
+    at a slide's border do (cut edges of overlapping annotations would run along each other)."""
     rx0, ry0, rx1, ry1 = roi.bounds
-    margin_x, margin_y = (rx1 - rx0) * ds[0], (ry1 - ry0) * ds[1]
-    return (
-        (origins[:, 0].min() + rx0) * ds[0] - margin_x,
-        (origins[:, 1].min() + ry0) * ds[1] - margin_y,
-        (origins[:, 0].max() + rx1) * ds[0] + margin_x,
-        (origins[:, 1].max() + ry1) * ds[1] + margin_y,
-    )
+    x0 = (origins[:, 0].min() + rx0) * ds[0]
+    y0 = (origins[:, 1].min() + ry0) * ds[1]
+    x1 = (origins[:, 0].max() + rx1) * ds[0]
+    y1 = (origins[:, 1].max() + ry1) * ds[1]
+    margin = max(x1 - x0, y1 - y0)
+    return x0 - margin, y0 - margin, x1 + margin, y1 + margin
 
 
 def _parts_near_grid(

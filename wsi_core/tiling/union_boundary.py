@@ -1,0 +1,263 @@
+"""The boundary of the union of polygons as oriented segments, for the coverage kernel.
+
+Everything is at level 0 (level-0 pixels). The result is a set of straight segments, each
+oriented with the union on its left in the sense of the shoelace formula (so that the sum of
+``∫ x dy`` over them is the union's area), that together form closed curves: consecutive
+segments share their endpoint exactly.
+
+Polygons whose boxes meet no other polygon's box are their own union: their edges are taken as
+they are. Where polygons overlap, each edge is cut where edges of other polygons cross it, and a
+piece is kept when it lies inside no other polygon. Whether it does is counted along each ring:
+the number of other polygons holding the ring's first vertex (one point-in-polygon test per
+ring), plus one for every crossing into another polygon and minus one for every crossing out of
+one. That takes work in proportion to the edges and their crossings, not to the polygons'
+overlap areas, and no overlay.
+
+Where edges of different polygons touch or run along each other (shared edges, duplicated
+annotations, a vertex on another polygon's edge) those counts would hinge on rounding, so every
+group of polygons linked by overlapping boxes that holds such a contact is unioned by GEOS
+instead, as is any group whose counts do not add up.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+import shapely
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+
+from wsi_core.geometry import explode_polygons
+from wsi_core.tiling.ragged import group_bounds, segmented_cumsum, sum_by
+from wsi_core.tiling.segment_pairs import Segments, near_pairs
+
+
+class _RingEdges(NamedTuple):
+    """The edges of polygons' rings in ring order, zero-length edges left out."""
+
+    segments: Segments
+    ring: np.ndarray  # ring of each edge (rings numbered part by part)
+    part: np.ndarray  # polygon of each edge
+    weight: np.ndarray  # +1 where the polygon lies left of the edge (shoelace sense), else -1
+    ring_first: np.ndarray  # first edge of each ring
+    ring_part: np.ndarray  # polygon of each ring
+
+
+class _Crossings(NamedTuple):
+    """Proper crossings of edges of different polygons: on edge ``edge`` at parameter ``t``
+    (0..1 from its start), the count of other polygons around it changes by ``delta``; the
+    crossing point is ``(x, y)``, the same value for both edges that cross there."""
+
+    edge: np.ndarray
+    t: np.ndarray
+    delta: np.ndarray
+    x: np.ndarray
+    y: np.ndarray
+
+
+def union_boundary(parts: np.ndarray, tol: float, by_geos: bool = False) -> Segments:
+    """Oriented segments (level 0) bounding the union of ``parts`` (valid Polygons, level 0).
+
+    ``tol`` (level-0 pixels) is how close edges of different polygons may come before their
+    group is unioned by GEOS; it must exceed the rounding of coordinate differences. With
+    ``by_geos`` every overlapping group is unioned by GEOS.
+    """
+    if len(parts) == 0:
+        return Segments(*(np.empty(0),) * 4)
+    edges = _ring_edges(parts)
+    tree = shapely.STRtree(parts)
+    group, alone = _overlap_groups(tree, parts, tol)
+    failed = np.zeros(group.max() + 1, dtype=bool)
+    failed[group[~alone]] = by_geos
+    shared = np.flatnonzero(~alone[edges.part] & ~failed[group[edges.part]])
+    crossings, touching = _crossings(edges, shared, tol)
+    failed[group[touching]] = True
+    pieces, count, edge = _pieces(edges, shared, crossings, _ring_start_counts(tree, edges, shared))
+    failed[group[_inconsistent_parts(edges, edge, count)]] = True
+    keep = (count == 0) & ~failed[group[edges.part[edge]]]
+    by_union = np.flatnonzero(failed[group])
+    return _concat(
+        _oriented(edges.segments.take(alone[edges.part]), edges.weight[alone[edges.part]]),
+        _oriented(pieces.take(keep), edges.weight[edge][keep]),
+        _geos_boundary(parts[by_union]),
+    )
+
+
+def _ring_edges(parts: np.ndarray) -> _RingEdges:
+    """The rings' edges of ``parts``, with each ring's orientation weight."""
+    rings, ring_part = shapely.get_rings(parts, return_index=True)
+    exterior = np.r_[True, ring_part[1:] != ring_part[:-1]]
+    coords, coord_ring = shapely.get_coordinates(rings, return_index=True)
+    same = coord_ring[:-1] == coord_ring[1:]
+    ax, ay = coords[:-1, 0][same], coords[:-1, 1][same]
+    bx, by = coords[1:, 0][same], coords[1:, 1][same]
+    ring = coord_ring[:-1][same]
+    nonzero = (ax != bx) | (ay != by)
+    ax, ay, bx, by, ring = ax[nonzero], ay[nonzero], bx[nonzero], by[nonzero], ring[nonzero]
+    first, count = group_bounds(ring, len(rings))
+    # Shoelace about each ring's first vertex keeps the sign reliable far from the origin.
+    start = np.minimum(first, max(len(ax) - 1, 0))
+    ox, oy = (ax[start], ay[start]) if len(ax) else (np.zeros(len(rings)),) * 2
+    cross = (ax - ox[ring]) * (by - oy[ring]) - (bx - ox[ring]) * (ay - oy[ring])
+    ring_weight = np.sign(sum_by(ring, cross, len(rings))) * np.where(exterior, 1.0, -1.0)
+    return _RingEdges(
+        Segments(ax, ay, bx, by),
+        ring,
+        ring_part[ring],
+        ring_weight[ring],
+        np.where(count > 0, first, -1),
+        ring_part,
+    )
+
+
+def _overlap_groups(
+    tree: shapely.STRtree, parts: np.ndarray, tol: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per polygon: its group (polygons linked by boxes that come within ``tol`` of each other),
+    and whether it is alone in its group."""
+    x0, y0, x1, y1 = shapely.bounds(parts).T
+    a, b = tree.query(shapely.box(x0 - tol, y0 - tol, x1 + tol, y1 + tol))
+    other = a != b
+    n = len(parts)
+    links = coo_matrix((np.ones(int(other.sum()), dtype=bool), (a[other], b[other])), (n, n))
+    _, group = connected_components(links, directed=False)
+    alone = np.bincount(group, minlength=n)[group] == 1
+    return group, alone
+
+
+def _crossings(edges: _RingEdges, shared: np.ndarray, tol: float) -> tuple[_Crossings, np.ndarray]:
+    """Crossings among the ``shared`` edges (indices), and the polygons whose edges touch
+    another polygon's, or crowd together, so that crossings cannot be decided reliably."""
+    pairs = near_pairs(edges.segments.take(shared), edges.part[shared], tol)
+    e, f = shared[pairs.i], shared[pairs.j]
+    ax, ay, bx, by = edges.segments
+    # Measure against the longer edge's line, which is the better conditioned.
+    length_e = np.hypot(bx[e] - ax[e], by[e] - ay[e])
+    length_f = np.hypot(bx[f] - ax[f], by[f] - ay[f])
+    long_, short = np.where(length_e >= length_f, e, f), np.where(length_e >= length_f, f, e)
+    touching = _distance(long_, short, edges.segments) <= tol
+    rx, ry = bx[long_] - ax[long_], by[long_] - ay[long_]
+    length = np.hypot(rx, ry)
+    d0 = (rx * (ay[short] - ay[long_]) - ry * (ax[short] - ax[long_])) / length
+    d1 = (rx * (by[short] - ay[long_]) - ry * (bx[short] - ax[long_])) / length
+    across = np.flatnonzero(~touching & (d0 * d1 < 0))
+    long_, short, rx, ry, length = (
+        long_[across],
+        short[across],
+        rx[across],
+        ry[across],
+        length[across],
+    )
+    d0, d1 = d0[across], d1[across]
+    u = d0 / (d0 - d1)  # where the short edge meets the long edge's line
+    x, y = edges.segments.point_at(u, short)
+    t = ((x - ax[long_]) * rx + (y - ay[long_]) * ry) / (length * length)
+    hit = (t > 0) & (t < 1)
+    # The short edge goes to the left of the long one when its distance grows (sign > 0).
+    sign = np.sign(d1 - d0)[hit]
+    long_, short = long_[hit], short[hit]
+    crossings = _Crossings(
+        np.r_[short, long_],
+        np.r_[u[hit], t[hit]],
+        np.r_[sign * edges.weight[long_], -sign * edges.weight[short]],
+        np.r_[x[hit], x[hit]],
+        np.r_[y[hit], y[hit]],
+    )
+    bad = np.r_[edges.part[e[touching]], edges.part[f[touching]], pairs.crowded_groups]
+    return crossings, bad
+
+
+def _distance(a: np.ndarray, b: np.ndarray, segments: Segments) -> np.ndarray:
+    """Distance between segments ``a`` and ``b`` (indices) where they do not cross: the least
+    distance from an endpoint of one to the other."""
+    ax, ay, bx, by = segments
+    return np.minimum.reduce(
+        [
+            _point_segment(ax[a], ay[a], b, segments),
+            _point_segment(bx[a], by[a], b, segments),
+            _point_segment(ax[b], ay[b], a, segments),
+            _point_segment(bx[b], by[b], a, segments),
+        ]
+    )
+
+
+def _point_segment(px: np.ndarray, py: np.ndarray, s: np.ndarray, segments: Segments) -> np.ndarray:
+    """Distance from points ``(px, py)`` to segments ``s`` (indices)."""
+    ax, ay, bx, by = (v[s] for v in segments)
+    dx, dy = bx - ax, by - ay
+    t = np.clip(((px - ax) * dx + (py - ay) * dy) / (dx * dx + dy * dy), 0.0, 1.0)
+    return np.hypot(ax + t * dx - px, ay + t * dy - py)
+
+
+def _ring_start_counts(tree: shapely.STRtree, edges: _RingEdges, shared: np.ndarray) -> np.ndarray:
+    """Per ring: how many other polygons hold its first vertex (in their interior); counted
+    for the rings of the ``shared`` edges only (0 elsewhere)."""
+    rings = np.unique(edges.ring[shared])
+    first = edges.ring_first[rings]
+    points = shapely.points(edges.segments.ax[first], edges.segments.ay[first])
+    point, part = tree.query(points, predicate="within")
+    other = part != edges.ring_part[rings[point]]
+    return np.bincount(rings[point[other]], minlength=len(edges.ring_first))
+
+
+def _pieces(
+    edges: _RingEdges, shared: np.ndarray, crossings: _Crossings, start_count: np.ndarray
+) -> tuple[Segments, np.ndarray, np.ndarray]:
+    """The ``shared`` edges cut at their crossings, in ring order; per piece, how many other
+    polygons hold it, and the edge it was cut from."""
+    ax, ay, bx, by = edges.segments
+    cut = np.r_[shared, crossings.edge]
+    t = np.r_[np.zeros(len(shared)), crossings.t]
+    order = np.lexsort((t, cut))
+    cut = cut[order]
+    delta = np.r_[np.zeros(len(shared)), crossings.delta][order]
+    x = np.r_[ax[shared], crossings.x][order]
+    y = np.r_[ay[shared], crossings.y][order]
+    next_same = np.r_[cut[1:] == cut[:-1], False]
+    end_x = np.where(next_same, np.r_[x[1:], 0.0], bx[cut])
+    end_y = np.where(next_same, np.r_[y[1:], 0.0], by[cut])
+    ring = edges.ring[cut]
+    count = start_count[ring] + segmented_cumsum(delta, ring, len(start_count))
+    return Segments(x, y, end_x, end_y), np.rint(count).astype(np.int64), cut
+
+
+def _inconsistent_parts(edges: _RingEdges, cut: np.ndarray, count: np.ndarray) -> np.ndarray:
+    """Polygons with a ring whose counts fall below zero or do not come back to where they
+    started: crossings were missed or misjudged, so GEOS must union their group."""
+    if len(cut) == 0:
+        return np.empty(0, dtype=np.int64)
+    ring = edges.ring[cut]
+    n_rings = len(edges.ring_first)
+    negative = np.bincount(ring[count < 0], minlength=n_rings) > 0
+    last = np.r_[ring[1:] != ring[:-1], True]
+    first = np.r_[True, ring[:-1] != ring[1:]]
+    unbalanced = np.zeros(n_rings, dtype=bool)
+    unbalanced[ring[last]] = count[last] != count[first]
+    return edges.ring_part[negative | unbalanced]
+
+
+def _oriented(segments: Segments, weight: np.ndarray) -> Segments:
+    """``segments`` turned so that the polygon lies on their left (``weight`` -1: reversed)."""
+    flip = weight < 0
+    ax, ay, bx, by = segments
+    return Segments(
+        np.where(flip, bx, ax),
+        np.where(flip, by, ay),
+        np.where(flip, ax, bx),
+        np.where(flip, ay, by),
+    )
+
+
+def _geos_boundary(parts: np.ndarray) -> Segments:
+    """Oriented boundary of the union of ``parts`` by GEOS."""
+    if len(parts) == 0:
+        return Segments(*(np.empty(0),) * 4)
+    union = explode_polygons(np.array([shapely.union_all(parts)], dtype=object))
+    edges = _ring_edges(union)
+    return _oriented(edges.segments, edges.weight)
+
+
+def _concat(*sets: Segments) -> Segments:
+    """One set of segments from several."""
+    return Segments(*(np.concatenate(columns) for columns in zip(*sets, strict=True)))
