@@ -57,18 +57,23 @@ def _encode_single(plane: np.ndarray) -> ValueCodes:
 def _two_values(plane: np.ndarray) -> ValueCodes | None:
     """Codes of an unsigned plane holding at most two values (a tissue mask), else None.
 
-    Its minimum and maximum, one test that no pixel is neither, and one comparison: a few
-    vectorised passes, where ``bincount`` and a lookup table convert every pixel to a
-    64-bit index (five times the time on a 50-megapixel band of a full-resolution mask).
+    Its minimum and maximum, one comparison and two counts: a few vectorised passes, where
+    ``bincount`` and a lookup table convert every pixel to a 64-bit index (five times the
+    time on a 50-megapixel band of a full-resolution mask). The test that no pixel is
+    neither value counts pixels rather than building more plane-sized temporaries: each
+    costs its page faults too (about 1 ms on 4.7 megapixels, against 0.2 ms for a count).
     """
     if plane.size == 0:
         return None
     low, high = plane.min(), plane.max()
     if low == high:
         return ValueCodes(np.zeros(plane.shape, dtype=np.uint8), [str(int(low))])
-    if np.any((plane != low) & (plane != high)):
+    is_high = plane == high
+    # A background of 0 (the usual mask) is counted without a second comparison.
+    n_low = plane.size - np.count_nonzero(plane) if low == 0 else np.count_nonzero(plane == low)
+    if n_low + np.count_nonzero(is_high) != plane.size:
         return None
-    return ValueCodes((plane == high).view(np.uint8), [str(int(low)), str(int(high))])
+    return ValueCodes(is_high.view(np.uint8), [str(int(low)), str(int(high))])
 
 
 def _encode_rgb(rgb: np.ndarray) -> ValueCodes:
