@@ -392,16 +392,36 @@ def _groups(
     # ``import wsi_core.tiling`` for grid_tiles alone should not pay for.
     from wsi_core.slide import open_slide
 
+    for path, index in _by_path(tiles.paths):
+        with open_slide(path, mpp=overlay_mpp, storage_options=storage_options) as slide:
+            for mpp, same in _by_mpp(tiles, index):
+                yield slide, _windows(roi, slide, same, tiles, mpp)
+
+
+def _by_path(paths: list[str]) -> Iterator[tuple[str, np.ndarray]]:
+    """Yield ``(path, positions)``: the tiles of each overlay file, files in first-seen order.
+    One file for every tile (the usual call) skips the loop over the tiles."""
+    if paths and paths.count(paths[0]) == len(paths):
+        yield paths[0], np.arange(len(paths))
+        return
     by_path: dict[str, list[int]] = {}
-    for i, path in enumerate(tiles.paths):
+    for i, path in enumerate(paths):
         by_path.setdefault(path, []).append(i)
     for path, members in by_path.items():
-        index = np.asarray(members)
-        with open_slide(path, mpp=overlay_mpp, storage_options=storage_options) as slide:
-            pairs = np.stack([tiles.mpp_x[index], tiles.mpp_y[index]], axis=1)
-            for pair in np.unique(pairs, axis=0):
-                same = index[(pairs == pair).all(axis=1)]
-                yield slide, _windows(roi, slide, same, tiles, (float(pair[0]), float(pair[1])))
+        yield path, np.asarray(members)
+
+
+def _by_mpp(
+    tiles: _TileInputs, index: np.ndarray
+) -> Iterator[tuple[tuple[float, float], np.ndarray]]:
+    """Yield ``((mpp_x, mpp_y), positions)`` per distinct resolution (micrometres per pixel of
+    the tiled level) among the tiles at ``index``, in ascending order. One resolution for
+    every tile (the usual call) skips sorting the pairs."""
+    pairs = np.stack([tiles.mpp_x[index], tiles.mpp_y[index]], axis=1)
+    distinct = pairs[:1] if (pairs == pairs[:1]).all() else np.unique(pairs, axis=0)
+    for pair in distinct:
+        same = index[(pairs == pair).all(axis=1)]
+        yield (float(pair[0]), float(pair[1])), same
 
 
 def _windows(
