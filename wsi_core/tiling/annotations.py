@@ -338,15 +338,15 @@ def annotation_coverage(
     :class:`~wsi_core.progress.Throttled`).
 
     For an axis-aligned rectangular ROI (the usual tile box) a NumPy kernel computes each
-    tile's area exactly (Green's theorem) from only the annotation edges near that tile plus one
-    point-in-polygon test per (tile, nearby polygon), so its cost grows with edges plus tiles,
-    not edges times tiles; where several polygons partly cover one tile, the boundary of their
-    union inside the tile is found the same way. GEOS unions a tile instead where rounding could
-    make that ambiguous (an edge through a tile corner, shared or touching edges of different
-    polygons), and where so many polygons crowd it (a field of cells) that pairing their edges
-    would cost more than a GEOS union. Any other ROI shape takes the GEOS route: one bulk
-    ``STRtree.query(predicate="intersects")`` per batch of tiles, a ``contains_properly`` fast
-    path, vectorised intersections, and a union only where several polygons meet.
+    tile's area exactly (Green's theorem): the boundary of the annotations' union is found once
+    for the whole grid (edges cut where other annotations' edges cross them, the pieces inside
+    another annotation dropped; GEOS unions the groups whose edges touch or run along each
+    other), then each tile sums that boundary's terms inside it, and reads whether its right
+    side lies in the union from running counts of crossings along the vertical line through it.
+    The cost grows with edges plus crossings plus tiles, not edges times tiles. Any other ROI
+    shape takes the GEOS route: one bulk ``STRtree.query(predicate="intersects")`` per batch of
+    tiles, a ``contains_properly`` fast path, vectorised intersections, and a union only where
+    several polygons meet.
 
     Memory stays bounded (a few hundred MB for 20,000 cells or 76,000 small squares on a
     4096 x 4096 region, at any level) and a vertex far outside the grid, even at 1e300, costs

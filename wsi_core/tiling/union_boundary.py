@@ -25,8 +25,6 @@ from typing import NamedTuple
 
 import numpy as np
 import shapely
-from scipy.sparse import coo_matrix
-from scipy.sparse.csgraph import connected_components
 
 from wsi_core.geometry import explode_polygons
 from wsi_core.tiling.ragged import group_bounds, segmented_cumsum, sum_by
@@ -116,10 +114,17 @@ def _overlap_groups(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per polygon: its group (polygons linked by boxes that come within ``tol`` of each other),
     and whether it is alone in its group."""
+    n = len(parts)
     x0, y0, x1, y1 = shapely.bounds(parts).T
     a, b = tree.query(shapely.box(x0 - tol, y0 - tol, x1 + tol, y1 + tol))
     other = a != b
-    n = len(parts)
+    if not np.any(other):
+        return np.arange(n), np.ones(n, dtype=bool)
+    # Imported here: scipy.sparse costs some 30 MB and 0.3 s, which only overlapping
+    # annotations need to pay.
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
     links = coo_matrix((np.ones(int(other.sum()), dtype=bool), (a[other], b[other])), (n, n))
     _, group = connected_components(links, directed=False)
     alone = np.bincount(group, minlength=n)[group] == 1
