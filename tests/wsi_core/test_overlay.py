@@ -332,3 +332,20 @@ def test_block_table_equals_a_cumulative_sum_at_the_cuts():
     full[1:, 1:] = present.cumsum(axis=0).cumsum(axis=1)
     table = overlay_module._block_table(present.view(np.uint8), cuts_x, cuts_y)
     assert np.array_equal(table, full[np.ix_(cuts_y, cuts_x)])
+
+
+def test_rows_of_a_call_that_counts_no_pixel_and_of_mixed_tiles(mask_pyramid):
+    """Every tile off the overlay: no key is met and every row is None. Otherwise rows keep
+    the tiles' order, with None only for the tiles off the overlay."""
+    path, image = mask_pyramid
+    roi = box(0, 0, 512, 512)
+    assert tile_overlay_overlap(roi, str(path), [-9000, 90000], [0, 0], 0.25, 0.25) == [None, None]
+    got = tile_overlay_overlap(roi, str(path), [-9000, 0, 90000, 512], [0, 0, 0, 0], 0.25, 0.25)
+    keys = ["0", "255"]
+    assert got == [
+        None,
+        as_fractions(oracle_counts(image, roi, 0, 0, (1 / 16, 1 / 16)), keys),
+        None,
+        as_fractions(oracle_counts(image, roi, 512, 0, (1 / 16, 1 / 16)), keys),
+    ]
+    assert got[1]["0"] + got[1]["255"] == pytest.approx(1.0)

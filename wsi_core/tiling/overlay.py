@@ -299,10 +299,18 @@ class OverlapTable(NamedTuple):
     def rows(self) -> list[dict[str, float] | None]:
         """One dict per tile with every key (``0.0`` where the tile lacks it), ``None`` for a
         tile with no counted pixel: what :func:`tile_overlay_overlap` returns."""
-        return [
-            dict(zip(self.keys, row, strict=True)) if counted else None
-            for row, counted in zip(self.fractions.tolist(), self.counted.tolist(), strict=True)
-        ]
+        if not self.keys:  # no tile counted a pixel
+            return [None] * len(self.counted)
+        # Rows zipped from the columns' lists: one Python list per key, not one per tile; the
+        # per-row zip takes no keyword (strict=), which costs a third of the time per call.
+        with_keys = functools.partial(zip, self.keys)
+        columns = self.fractions.T.tolist()
+        rows: list[dict[str, float] | None] = list(
+            map(dict, map(with_keys, zip(*columns, strict=True)))
+        )
+        for i in np.flatnonzero(~self.counted).tolist():
+            rows[i] = None
+        return rows
 
 
 def overlap_fractions(
