@@ -138,26 +138,20 @@ def _crossings(edges: _RingEdges, shared: np.ndarray, tol: float) -> tuple[_Cros
     e, f = shared[pairs.i], shared[pairs.j]
     ax, ay, bx, by = edges.segments
     # Measure against the longer edge's line, which is the better conditioned.
-    length_e = np.hypot(bx[e] - ax[e], by[e] - ay[e])
-    length_f = np.hypot(bx[f] - ax[f], by[f] - ay[f])
-    long_, short = np.where(length_e >= length_f, e, f), np.where(length_e >= length_f, f, e)
+    e_longer = np.hypot(bx[e] - ax[e], by[e] - ay[e]) >= np.hypot(bx[f] - ax[f], by[f] - ay[f])
+    long_, short = np.where(e_longer, e, f), np.where(e_longer, f, e)
+    d0, d1 = _line_distances(long_, short, edges.segments)
+    # Both ends of the short edge on one side, beyond tol: the edges neither cross nor touch.
+    near = (d0 * d1 <= 0) | (np.minimum(np.abs(d0), np.abs(d1)) <= tol)
+    long_, short, d0, d1 = long_[near], short[near], d0[near], d1[near]
     touching = _distance(long_, short, edges.segments) <= tol
-    rx, ry = bx[long_] - ax[long_], by[long_] - ay[long_]
-    length = np.hypot(rx, ry)
-    d0 = (rx * (ay[short] - ay[long_]) - ry * (ax[short] - ax[long_])) / length
-    d1 = (rx * (by[short] - ay[long_]) - ry * (bx[short] - ax[long_])) / length
-    across = np.flatnonzero(~touching & (d0 * d1 < 0))
-    long_, short, rx, ry, length = (
-        long_[across],
-        short[across],
-        rx[across],
-        ry[across],
-        length[across],
-    )
-    d0, d1 = d0[across], d1[across]
+    bad = np.r_[edges.part[long_[touching]], edges.part[short[touching]], pairs.crowded_groups]
+    across = ~touching & (d0 * d1 < 0)
+    long_, short, d0, d1 = long_[across], short[across], d0[across], d1[across]
     u = d0 / (d0 - d1)  # where the short edge meets the long edge's line
     x, y = edges.segments.point_at(u, short)
-    t = ((x - ax[long_]) * rx + (y - ay[long_]) * ry) / (length * length)
+    rx, ry = bx[long_] - ax[long_], by[long_] - ay[long_]
+    t = ((x - ax[long_]) * rx + (y - ay[long_]) * ry) / (rx * rx + ry * ry)
     hit = (t > 0) & (t < 1)
     # The short edge goes to the left of the long one when its distance grows (sign > 0).
     sign = np.sign(d1 - d0)[hit]
@@ -169,8 +163,20 @@ def _crossings(edges: _RingEdges, shared: np.ndarray, tol: float) -> tuple[_Cros
         np.r_[x[hit], x[hit]],
         np.r_[y[hit], y[hit]],
     )
-    bad = np.r_[edges.part[e[touching]], edges.part[f[touching]], pairs.crowded_groups]
     return crossings, bad
+
+
+def _line_distances(
+    line: np.ndarray, of: np.ndarray, segments: Segments
+) -> tuple[np.ndarray, np.ndarray]:
+    """Signed distances (positive on the left) of the ends of segments ``of`` from the lines
+    through segments ``line`` (indices)."""
+    ax, ay, bx, by = segments
+    rx, ry = bx[line] - ax[line], by[line] - ay[line]
+    length = np.hypot(rx, ry)
+    d0 = (rx * (ay[of] - ay[line]) - ry * (ax[of] - ax[line])) / length
+    d1 = (rx * (by[of] - ay[line]) - ry * (bx[of] - ax[line])) / length
+    return d0, d1
 
 
 def _distance(a: np.ndarray, b: np.ndarray, segments: Segments) -> np.ndarray:
