@@ -372,21 +372,16 @@ def test_chunking_and_fallbacks_change_nothing(variant, monkeypatch):
 # -- union_boundary on its own ----------------------------------------------------------------
 
 
-# Edges of three or more polygons through one point: union_boundary's curves are not closed
-# there (see test_concurrent_crossings_close_the_boundary), so only their area is checked below.
-CONCURRENT = {"bars_through_one_corner", "bars_through_one_line_point"}
-
-
 def _boundary_inputs():
-    """(case name, label, level-0 polygon parts): the structured cases at two downsamples and
-    offsets, and the first 60 fuzz cases."""
+    """(label, level-0 polygon parts): the structured cases at two downsamples and offsets, and
+    the first 60 fuzz cases."""
     for name, geoms in CASES.items():
         for downsample, offset in ((1.0, 0.0), (3.7, 0.0), ((2.0, 3.0), OFFSETS[1])):
             label = f"{name} ds={downsample} offset={offset}"
-            yield name, label, _to_level0(geoms, downsample, offset)
+            yield label, _to_level0(geoms, downsample, offset)
     for seed in range(60):
         geoms, downsample, _, _ = _fuzz_case(seed)
-        yield "fuzz", f"fuzz seed={seed}", _to_level0(geoms, downsample)
+        yield f"fuzz seed={seed}", _to_level0(geoms, downsample)
 
 
 def _boundary(geoms: list, by_geos: bool = False):
@@ -410,28 +405,24 @@ def test_union_boundary_bounds_the_union(by_geos):
     """The segments' ∮ x dy is the union's area (GEOS) to 1e-9 relative, and they form closed
     curves: their ends are their starts, exactly, as multisets. The integral is taken about the
     parts' least x (the same value on closed curves) so that far cases keep their digits."""
-    for name, label, geoms in _boundary_inputs():
+    for label, geoms in _boundary_inputs():
         parts, x0, segments = _boundary(geoms, by_geos)
-        if by_geos or name not in CONCURRENT:
-            assert not _open_ends(segments), f"{label}: open curve"
+        assert not _open_ends(segments), f"{label}: open curve"
         ax, ay, bx, by = segments
         area = float(np.sum(0.5 * ((ax - x0) + (bx - x0)) * (by - ay)))
         want = shapely.union_all(parts).area
         assert area == pytest.approx(want, rel=1e-9, abs=0), label
 
 
-# -- kernel failures found by these tests ------------------------------------------------------
+# -- kernel failures these tests found (fixed) -------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="union_boundary leaves 1-ulp gaps where edges of 3 polygons meet near one point",
-)
 def test_concurrent_crossings_close_the_boundary():
     """Three bars at 0, 60 and 120 degrees whose long edges pass through (16, 16), no vertex
-    shared: the union's boundary must still be closed curves. It is not: near (13.11, 21), where
-    the bars' other edges meet, a piece starts at x = 13.113248654051871 while the piece before
-    it ends at x = 13.11324865405187 (the crossing point is computed once per pair of edges)."""
+    shared: the union's boundary must still be closed curves. Before the fix, near (13.11, 21),
+    where the bars' other edges meet, a piece started at x = 13.113248654051871 while the piece
+    before it ended at x = 13.11324865405187: crossings of three edges at about one point were
+    ordered along an edge by rounding. Such groups now go to GEOS."""
     _, _, segments = _boundary([_bar(16, 16, a) for a in (0, 60, 120)])
     assert not _open_ends(segments)
 
@@ -439,10 +430,6 @@ def test_concurrent_crossings_close_the_boundary():
 UP = float(np.nextafter(16.0, 99.0))  # 16 + 1 ulp
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a near-vertical edge starting on a tile's right side is counted twice",
-)
 @pytest.mark.parametrize(
     ("geoms", "origins"),
     [
@@ -456,10 +443,10 @@ UP = float(np.nextafter(16.0, 99.0))  # 16 + 1 ulp
 )
 def test_near_vertical_edge_from_a_tile_side(geoms, origins):
     """An edge starting exactly on a tile's right side and tilting right by 1 ulp over more than
-    a tile's height: the line crossings (on the whole edge) count the right side as inside, and
-    the edge's cut pieces, whose cut points round back onto the side, add W·dy again. The first
-    input gives 1.5 unclipped (1.0 returned) instead of 0.5; the second 0.76700 instead of
-    0.65711."""
+    a tile's height. Before the fix the line crossings (on the whole edge) counted the right side
+    as inside, and the edge's cut pieces, whose cut points round back onto the side, added W·dy
+    again: the first input gave 1.5 unclipped (1.0 returned) instead of 0.5, the second 0.76700
+    instead of 0.65711. Both terms are now taken on the same pieces."""
     roi, coords = box(0, 0, 8, 8), np.array(origins, dtype=float)
     expected = oracle_areas(geoms, roi, coords, 1.0) / roi.area
     got = annotation_coverage(geoms, roi, coords, 1.0)

@@ -100,17 +100,18 @@ class RectCoverage:
         n = len(self.x0)
         if len(self.parts) == 0:
             return np.zeros(n)
-        segments = union_boundary(self.parts, self.tol)
-        area = self._right_side_area(segments)
+        # Both terms are taken on the same pieces: cut points are rounded, and a piece that
+        # rounds onto a tile's right side must count there in both or in neither.
+        pieces = self._boundary_pieces(by_geos=False)
+        area = self._right_side_area(pieces)
         if area is None:
-            segments = union_boundary(self.parts, self.tol, by_geos=True)
-            area = self._right_side_area(segments)
+            pieces = self._boundary_pieces(by_geos=True)
+            area = self._right_side_area(pieces)
             if area is None:
                 raise RuntimeError(
                     "annotation coverage: the union of the annotations has no consistent "
                     "boundary even from GEOS; please report this input"
                 )
-        pieces = _short_pieces(segments, float(self.w.min()), float(self.h.min()))
         buckets = TileBuckets(self.x0, self.y0, float(self.w.max()), float(self.h.max()))
         lo_x, hi_x = np.minimum(pieces.ax, pieces.bx), np.maximum(pieces.ax, pieces.bx)
         lo_y, hi_y = np.minimum(pieces.ay, pieces.by), np.maximum(pieces.ay, pieces.by)
@@ -129,6 +130,12 @@ class RectCoverage:
             if done is not None:
                 done(hi - lo)
         return area / (self.w * self.h)
+
+    def _boundary_pieces(self, by_geos: bool) -> Segments:
+        """The union's boundary (:func:`union_boundary`) cut into pieces no larger than a tile,
+        so that a box join finds the few tiles each touches."""
+        segments = union_boundary(self.parts, self.tol, by_geos=by_geos)
+        return _short_pieces(segments, float(self.w.min()), float(self.h.min()))
 
     def _right_side_area(self, segments: Segments) -> np.ndarray | None:
         """Per tile: W times the length of its right side inside the union (level-0 square
