@@ -49,6 +49,10 @@ READ_BUDGET_PIXELS = 64 * 1024 * 1024
 # grid has only a few, so this bounds memory for irregular tile origins.
 MASK_CACHE_SIZE = 256
 
+# Pixels gathered at once when counting under ROI masks (a chunk of tiles at a time): bounds
+# the index arrays, 8 bytes a pixel.
+GATHER_PIXELS = 1 << 16
+
 
 class OverlayPatch(NamedTuple):
     """The overlay under one tile's ROI.
@@ -605,16 +609,106 @@ def _count_masked(
     roi: BaseGeometry, windows: _Windows, rows: np.ndarray, values: ValueCodes, rx: int, ry: int
 ) -> np.ndarray:
     """Per-value counts of overlay-level pixels, ``(len(rows), K)``, under each tile's
-    rasterised ROI; ``values`` is the region read at overlay-level pixel ``rx, ry``."""
+    rasterised ROI; ``values`` is the region read at overlay-level pixel ``rx, ry``.
+
+    Tiles sharing a sub-pixel placement share one mask. The ROI's bounding box is counted by
+    block sums (:func:`_count_box`) and, per placement, the box pixels outside the mask are
+    gathered and taken off; or, when the mask holds fewer pixels than that, the mask's own
+    pixels are gathered. Each pixel of the mask is in the box (a centre strictly inside the
+    ROI is strictly inside its bounds), so either way counts exactly the mask's pixels, the
+    ones :func:`tile_overlay` leaves unmasked."""
     k = len(values.keys)
     counts = np.zeros((rows.size, k), dtype=np.int64)
-    for n, row in enumerate(rows):
-        clipped = _clip(windows, row, rx, ry, values.codes)
-        if clipped is not None:
-            window, source = clipped
-            inside = _inside(roi, windows, row)[window]
-            counts[n] = np.bincount(values.codes[source][inside], minlength=k)
+    if not k:  # the band of tiles whose windows miss the image
+        return counts
+    box = _count_box(roi, windows, rows, values, rx, ry)
+    # Gathers index the flat region: a copy only for a strided plane (one channel of RGB).
+    codes = np.ascontiguousarray(values.codes)
+    top, left = windows.y[rows] - ry, windows.x[rows] - rx  # region-relative window origins
+    roi_wkb, bounds = roi.wkb, roi.bounds  # once: shapely computes both anew on each access
+    for members, offset_x, offset_y in _placements(windows, rows):
+        inside = _rasterise(
+            roi_wkb, windows.scale, offset_x, offset_y, windows.width, windows.height
+        )
+        box_mask = _box_mask(bounds, windows, offset_x, offset_y)
+        outside = box_mask & ~inside
+        origin = (top[members], left[members])
+        # The mask lies in the box (checked: cheap, and the subtraction relies on it).
+        if np.count_nonzero(outside) < np.count_nonzero(inside) and not (inside > box_mask).any():
+            counts[members] = box[members] - _pixel_counts(codes, k, *origin, outside)
+        else:
+            counts[members] = _pixel_counts(codes, k, *origin, inside)
     return counts
+
+
+def _placements(windows: _Windows, rows: np.ndarray) -> Iterator[tuple[np.ndarray, float, float]]:
+    """Yield ``(members, offset_x, offset_y)``: the positions in ``rows`` of the tiles that
+    share each sub-pixel placement (tile origin in window-relative overlay-level pixels)."""
+    if not rows.size:
+        return
+    ox, oy = windows.offset_x[rows], windows.offset_y[rows]
+    if (ox == ox[0]).all() and (oy == oy[0]).all():  # a grid at an integral scale: one
+        yield np.arange(rows.size), float(ox[0]), float(oy[0])
+        return
+    order = np.lexsort((oy, ox))
+    starts = np.flatnonzero((np.diff(ox[order]) != 0) | (np.diff(oy[order]) != 0)) + 1
+    for members in np.split(order, starts):
+        yield members, float(ox[members[0]]), float(oy[members[0]])
+
+
+def _box_mask(
+    bounds: tuple[float, float, float, float], windows: _Windows, offset_x: float, offset_y: float
+) -> np.ndarray:
+    """Bool ``(height, width)`` over a window (overlay-level pixels): the pixels
+    :func:`_count_box` owns for the box ``bounds`` (tile pixels) at this placement."""
+    min_x, min_y, max_x, max_y = bounds
+    x0, x1 = _owned_range(min_x, max_x, windows.scale[0], np.array([offset_x]), windows.width)
+    y0, y1 = _owned_range(min_y, max_y, windows.scale[1], np.array([offset_y]), windows.height)
+    mask = np.zeros((windows.height, windows.width), dtype=bool)
+    mask[int(y0[0]) : int(y1[0]), int(x0[0]) : int(x1[0])] = True
+    return mask
+
+
+def _pixel_counts(
+    codes: np.ndarray, k: int, top: np.ndarray, left: np.ndarray, mask: np.ndarray
+) -> np.ndarray:
+    """Per-value counts ``(len(top), k)`` of the pixels of ``codes`` (a contiguous region)
+    under ``mask`` (bool, window-sized) placed at each window origin ``(top, left)``, in
+    region-relative overlay-level pixels; pixels off the region are not counted.
+
+    Windows wholly on the region (nearly all) gather by flat index; the others test every
+    pixel. Gathers go a chunk of tiles at a time, at most ``GATHER_PIXELS`` pixels each."""
+    dy, dx = np.nonzero(mask)
+    counts = np.zeros((top.size, k), dtype=np.int64)
+    h, w = codes.shape
+    whole = (top >= 0) & (left >= 0) & (top + mask.shape[0] <= h) & (left + mask.shape[1] <= w)
+    step = max(1, GATHER_PIXELS // max(dy.size, 1))
+    for part in _chunks(np.flatnonzero(whole), step):
+        picked = codes.ravel()[(top[part] * w + left[part])[:, None] + (dy * w + dx)]
+        counts[part] = _value_counts(picked, k)
+    for part in _chunks(np.flatnonzero(~whole), step):
+        ys, xs = top[part, None] + dy, left[part, None] + dx
+        on = (ys >= 0) & (ys < h) & (xs >= 0) & (xs < w)
+        counts[part] = _value_counts(codes[np.where(on, ys, 0), np.where(on, xs, 0)], k, on)
+    return counts
+
+
+def _chunks(index: np.ndarray, size: int) -> Iterator[np.ndarray]:
+    """``index`` in consecutive pieces of at most ``size``."""
+    for start in range(0, index.size, size):
+        yield index[start : start + size]
+
+
+def _value_counts(picked: np.ndarray, k: int, on: np.ndarray | None = None) -> np.ndarray:
+    """Per-value counts ``(rows, k)`` of the codes ``picked`` (``(rows, pixels)``), of those
+    where ``on`` when given. Two values are a count of the 0/1 codes; more, one ``bincount``."""
+    if k == 2:
+        ones = np.count_nonzero(picked if on is None else picked.astype(bool) & on, axis=1)
+        total = picked.shape[1] if on is None else np.count_nonzero(on, axis=1)
+        return np.stack([total - ones, ones], axis=1)
+    keyed = np.arange(picked.shape[0])[:, None] * k + picked  # row * k + code
+    flat = keyed.ravel() if on is None else keyed[on]
+    return np.bincount(flat, minlength=picked.shape[0] * k).reshape(-1, k)
 
 
 def _count_box(
