@@ -451,3 +451,27 @@ def test_near_vertical_edge_from_a_tile_side(geoms, origins):
     expected = oracle_areas(geoms, roi, coords, 1.0) / roi.area
     got = annotation_coverage(geoms, roi, coords, 1.0)
     np.testing.assert_allclose(got, expected, rtol=0, atol=1e-9)
+
+
+RIGHT_OF_8 = float(np.nextafter(8.0, 9.0))  # 8 + 1 ulp
+
+
+@pytest.mark.parametrize(
+    "geoms",
+    [
+        # Right edge one ulp right of the tile's right side (x = 8).
+        [box(-4, 0, RIGHT_OF_8, 8)],
+        # Left edge one ulp right of it: nothing of the box is in the tile.
+        [box(RIGHT_OF_8, 0, 20, 8)],
+        # An edge leaving the side at y = 0 and an ulp right of it at the top.
+        [Polygon([(-4, 0), (8, 0), (RIGHT_OF_8, 8), (-4, 8)])],
+    ],
+)
+def test_edge_an_ulp_right_of_a_tile_side_seen_from_a_negative_origin(geoms):
+    """Tile [-8, 8] x [0, 8]: in its local frame x - (-8) rounds 8 + 1 ulp down to 16, onto
+    the right side, while the counts along x = 8 see the edge right of it. Before the fix the
+    first box came out 1.0 (with 1.75 unclipped) instead of 0.75."""
+    roi, coords = box(0, 0, 16, 8), np.array([(-8.0, 0.0), (-40.0, -40.0)])
+    expected = oracle_areas(geoms, roi, coords, 1.0) / roi.area
+    got = annotation_coverage(geoms, roi, coords, 1.0)
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-9)

@@ -125,6 +125,7 @@ class RectCoverage:
                 pieces.by[piece] - self.y0[tile],
                 self.w[tile],
                 self.h[tile],
+                np.maximum(pieces.ax[piece], pieces.bx[piece]) > self.x1[tile],
             )
             area[lo:hi] += sum_by(tile - lo, terms, hi - lo)
             if done is not None:
@@ -212,14 +213,21 @@ def _clipped_x_dy(
     by: np.ndarray,
     w: np.ndarray,
     h: np.ndarray,
+    beyond: np.ndarray,
 ) -> np.ndarray:
     """∫ x dy along each segment's part inside its tile [0, w] x [0, h] (tile-local level-0
-    pixels), 0 where it misses the tile (Liang-Barsky clipping)."""
+    pixels), 0 where it misses the tile (Liang-Barsky clipping).
+
+    ``beyond``: the segment reaches right of the tile's right side (decided at level 0). A
+    vertical segment at x = w counts in the tile only where it does not: local coordinates can
+    round a segment an ulp right of the side onto it, and the right-side counts, which decide
+    at level 0, must see the same segment."""
     dx, dy = bx - ax, by - ay
     with np.errstate(divide="ignore", invalid="ignore"):
         enter_x = np.where(dx > 0, -ax / dx, (w - ax) / dx)
         leave_x = np.where(dx > 0, (w - ax) / dx, -ax / dx)
-        enter_x = np.where(dx == 0, np.where((ax >= 0) & (ax <= w), -np.inf, np.inf), enter_x)
+        in_x = (ax >= 0) & (ax <= w) & ~beyond
+        enter_x = np.where(dx == 0, np.where(in_x, -np.inf, np.inf), enter_x)
         leave_x = np.where(dx == 0, np.inf, leave_x)
         enter_y = np.where(dy > 0, -ay / dy, (h - ay) / dy)
         leave_y = np.where(dy > 0, (h - ay) / dy, -ay / dy)
