@@ -246,8 +246,9 @@ def tile_overlay_overlap(
     An axis-aligned rectangular ROI (:func:`~wsi_core.geometry.is_axis_aligned_rectangle`, the
     same test as the coverage kernel's) is counted from block sums between the tiles' edges
     over each read of the overlay level, with no per-tile mask; other ROIs rasterise one mask
-    per distinct sub-pixel placement. Both count exactly the pixels :func:`tile_overlay` leaves
-    unmasked.
+    per distinct sub-pixel placement and correct the box counts of its tiles by the pixels
+    gathered outside the mask (or count the mask's own, when fewer). Both count exactly the
+    pixels :func:`tile_overlay` leaves unmasked.
 
     Called with Ray Data column expressions (``ray.data.expressions.col("tile_x")``) for any
     of the per-tile arguments, it returns a Ray Data expression for
