@@ -475,3 +475,40 @@ def test_edge_an_ulp_right_of_a_tile_side_seen_from_a_negative_origin(geoms):
     expected = oracle_areas(geoms, roi, coords, 1.0) / roi.area
     got = annotation_coverage(geoms, roi, coords, 1.0)
     np.testing.assert_allclose(got, expected, rtol=0, atol=1e-9)
+
+
+def test_a_tessellation_needs_no_union(monkeypatch):
+    """Voronoi cells sharing every edge (with long edges, cut into several pieces per tile) and
+    one cell drawn twice: the cells that only share edges pass GEOS's coverage check as they are
+    and their shared edges cancel out, so the first boundary already counts up consistently
+    along every line (no retry with a GEOS union of everything) and only the duplicate's
+    neighbourhood is unioned. Values match the oracle."""
+    rng = np.random.default_rng(7)
+    region = box(0, 0, 96, 64)
+    points = shapely.multipoints(rng.uniform(0, 96, (40, 2)) * [1, 64 / 96])
+    cells = list(shapely.intersection(shapely.get_parts(shapely.voronoi_polygons(points)), region))
+    cells.append(cells[5])
+    calls, unioned = [], []
+    real_union_all = shapely.union_all
+
+    def spy_boundary(*args, **kwargs):
+        calls.append(kwargs.get("by_geos", False))
+        return union_boundary_module.union_boundary(*args, **kwargs)
+
+    def spy_union_all(geoms, *args, **kwargs):
+        unioned.append(len(geoms))
+        return real_union_all(geoms, *args, **kwargs)
+
+    roi = box(0, 0, 8, 8)
+    for downsample in (1.0, 0.25):  # 0.25: tiles of 2 level-0 px, edges cut in many pieces
+        coords = grid_tile_array((int(96 / downsample), int(64 / downsample)), 8, 8)
+        expected = oracle_areas(cells, roi, coords, downsample) / roi.area
+        calls.clear()
+        unioned.clear()
+        with monkeypatch.context() as patch:
+            patch.setattr(rect_coverage_module, "union_boundary", spy_boundary)
+            patch.setattr(shapely, "union_all", spy_union_all)
+            got = annotation_coverage(cells, roi, coords, downsample)
+        np.testing.assert_allclose(got, expected, rtol=0, atol=1e-9)
+        assert calls == [False]
+        assert len(unioned) == 1 and 2 <= unioned[0] < 12

@@ -79,3 +79,25 @@ def at_most(ranges: Iterable[tuple[int, int]], size: int) -> Iterator[tuple[int,
     for start, stop in ranges:
         for lo in range(start, stop, size):
             yield lo, min(lo + size, stop)
+
+
+def connected_groups(n: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """For nodes 0..n-1 linked by undirected links ``(a[i], b[i])``: each node's group, the
+    smallest node of its connected component.
+
+    Roots are hooked under the smallest root they are linked to, then every node is pointed at
+    its root by pointer jumping; rounds repeat until no link joins two groups (a few rounds,
+    each linear in nodes plus links).
+    """
+    group = np.arange(n)
+    while True:
+        ga, gb = group[a], group[b]
+        apart = ga != gb
+        if not np.any(apart):
+            return group
+        np.minimum.at(group, np.maximum(ga[apart], gb[apart]), np.minimum(ga[apart], gb[apart]))
+        while True:
+            up = group[group]
+            if np.array_equal(up, group):
+                break
+            group = up

@@ -169,13 +169,15 @@ def _line_crossings(
     jump) per crossing, ``jump`` +1 where the union begins above the crossing, -1 where it
     ends. A segment crosses ``x = X`` when exactly one end lies right of it (points on a line
     count as left of it), so a closed curve crosses every line an even number of times."""
-    ax, bx = segments.ax, segments.bx
-    first = np.searchsorted(lines, np.minimum(ax, bx), side="left")
-    stop = np.searchsorted(lines, np.maximum(ax, bx), side="left")
+    # From the left end: an edge that two polygons share, once each way, crosses at one y.
+    ordered, _ = segments.canonical()
+    left, right = ordered.ax, ordered.bx
+    first = np.searchsorted(lines, left, side="left")
+    stop = np.searchsorted(lines, right, side="left")
     seg, k = ragged_expand(stop - first)
     line = first[seg] + k
-    _, y = segments.point_at((lines[line] - ax[seg]) / (bx[seg] - ax[seg]), seg)
-    return line, y, np.sign(bx[seg] - ax[seg])
+    _, y = ordered.point_at((lines[line] - left[seg]) / (right[seg] - left[seg]), seg)
+    return line, y, np.sign(segments.bx[seg] - segments.ax[seg])
 
 
 def _count_at_or_below(
@@ -197,13 +199,17 @@ def _count_at_or_below(
 def _short_pieces(segments: Segments, width: float, height: float) -> Segments:
     """Segments cut into pieces spanning at most ``width`` in x and ``height`` in y (level 0),
     so that a box join finds the few tiles each touches; consecutive pieces share their
-    endpoint exactly."""
+    endpoint exactly, and an edge that two polygons share, once each way, is cut at the same
+    points both times."""
     ax, ay, bx, by = segments
     n = np.maximum(
         np.maximum(np.ceil(np.abs(bx - ax) / width), np.ceil(np.abs(by - ay) / height)), 1
     ).astype(np.int64)
     seg, k = ragged_expand(n)
-    return Segments(*segments.point_at(k / n[seg], seg), *segments.point_at((k + 1) / n[seg], seg))
+    ordered, flip = segments.canonical()
+    start = np.where(flip[seg], n[seg] - k, k)
+    end = np.where(flip[seg], start - 1, start + 1)
+    return Segments(*ordered.point_at(start / n[seg], seg), *ordered.point_at(end / n[seg], seg))
 
 
 def _clipped_x_dy(

@@ -38,6 +38,20 @@ class Segments(NamedTuple):
         """The segments at ``rows`` (an index or a mask)."""
         return Segments(self.ax[rows], self.ay[rows], self.bx[rows], self.by[rows])
 
+    def canonical(self) -> tuple[Segments, np.ndarray]:
+        """The segments with their ends ordered by (x, y), and which were turned. A segment and
+        its reverse (an edge two polygons share) then give bit-identical points."""
+        flip = (self.bx < self.ax) | ((self.bx == self.ax) & (self.by < self.ay))
+        return (
+            Segments(
+                np.where(flip, self.bx, self.ax),
+                np.where(flip, self.by, self.ay),
+                np.where(flip, self.ax, self.bx),
+                np.where(flip, self.ay, self.by),
+            ),
+            flip,
+        )
+
     def point_at(
         self, t: np.ndarray, rows: np.ndarray | slice = slice(None)
     ) -> tuple[np.ndarray, np.ndarray]:

@@ -15,8 +15,9 @@ overlap areas, and no overlay.
 
 Where edges of different polygons touch or run along each other (shared edges, duplicated
 annotations, a vertex on another polygon's edge) those counts would hinge on rounding, so every
-group of polygons linked by overlapping boxes that holds such a contact is unioned by GEOS
-instead, as is any group whose counts do not add up.
+group of polygons linked by overlapping boxes that holds such a contact is left to GEOS instead,
+as is any group whose counts do not add up: GEOS's coverage check passes the polygons that only
+share edges (a tessellation of cells) as they are, and GEOS unions the others.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import numpy as np
 import shapely
 
 from wsi_core.geometry import explode_polygons
-from wsi_core.tiling.ragged import group_bounds, segmented_cumsum, sum_by
+from wsi_core.tiling.ragged import connected_groups, group_bounds, segmented_cumsum, sum_by
 from wsi_core.tiling.segment_pairs import Segments, near_pairs
 
 
@@ -81,7 +82,7 @@ def union_boundary(parts: np.ndarray, tol: float, by_geos: bool = False) -> Segm
     return _concat(
         _oriented(edges.segments.take(alone[edges.part]), edges.weight[alone[edges.part]]),
         _oriented(pieces.take(keep), edges.weight[edge][keep]),
-        _geos_boundary(parts[by_union]),
+        _geos_boundary(parts[by_union], tol, whole=by_geos),
     )
 
 
@@ -121,15 +122,7 @@ def _overlap_groups(
     x0, y0, x1, y1 = shapely.bounds(parts).T
     a, b = tree.query(shapely.box(x0 - tol, y0 - tol, x1 + tol, y1 + tol))
     other = a != b
-    if not np.any(other):
-        return np.arange(n), np.ones(n, dtype=bool)
-    # Imported here: scipy.sparse costs some 30 MB and 0.3 s, which only overlapping
-    # annotations need to pay.
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
-
-    links = coo_matrix((np.ones(int(other.sum()), dtype=bool), (a[other], b[other])), (n, n))
-    _, group = connected_components(links, directed=False)
+    group = connected_groups(n, a[other], b[other])
     alone = np.bincount(group, minlength=n)[group] == 1
     return group, alone
 
@@ -268,12 +261,25 @@ def _oriented(segments: Segments, weight: np.ndarray) -> Segments:
     )
 
 
-def _geos_boundary(parts: np.ndarray) -> Segments:
-    """Oriented boundary of the union of ``parts`` by GEOS."""
+def _geos_boundary(parts: np.ndarray, tol: float, whole: bool) -> Segments:
+    """Oriented boundary of the union of ``parts`` (level 0), from GEOS.
+
+    Unless ``whole``, GEOS's coverage check first finds the polygons that overlap none of the
+    others (they may share edges exactly, as the cells of a tessellation do): those are their
+    own union, their shared edges cancel out in every sum taken over the boundary, and only the
+    rest are unioned. A polygon with no flagged edge can still hold one that overlaps it wholly
+    inside, so the neighbours of flagged polygons (boxes within ``tol``) are unioned too.
+    """
     if len(parts) == 0:
         return Segments(*(np.empty(0),) * 4)
-    union = explode_polygons(np.array([shapely.union_all(parts)], dtype=object))
-    edges = _ring_edges(union)
+    overlapping = np.ones(len(parts), dtype=bool)
+    if not whole:
+        overlapping = ~shapely.is_empty(shapely.coverage_invalid_edges(parts))
+        x0, y0, x1, y1 = shapely.bounds(parts[overlapping]).T
+        _, near = shapely.STRtree(parts).query(shapely.box(x0 - tol, y0 - tol, x1 + tol, y1 + tol))
+        overlapping[near] = True
+    union = explode_polygons(np.array([shapely.union_all(parts[overlapping])], dtype=object))
+    edges = _ring_edges(np.concatenate([parts[~overlapping], union]))
     return _oriented(edges.segments, edges.weight)
 
 
