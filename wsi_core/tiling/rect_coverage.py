@@ -54,8 +54,9 @@ class RectCoverage:
     vertical line through the tiles' right sides: where the union's segments cross it, sorted
     by height, their running count of ins and outs tells whether the line is inside U at the
     tile's bottom, and the crossings within the tile cut that stretch. The cost grows with
-    segments plus crossings plus tiles, and every term is continuous in the coordinates, so
-    rounding moves a result by rounding only: no test decides a whole tile.
+    segments plus crossings plus tiles. Every term is continuous in the coordinates but one, a
+    vertical piece on a tile's right side, which both terms decide alike at level 0; so
+    rounding moves a result by rounding only, and no test decides a whole tile.
 
     The running counts along each line must stay 0 or 1 and end at 0; if they do not (the union
     boundary was not closed), the union is taken from GEOS instead, and if even that fails an
@@ -97,9 +98,8 @@ class RectCoverage:
         per-segment terms are computed for chunks of tiles with about ``_CHUNK_ROWS`` rows and
         ``_CHUNK_TILES`` tiles at most, and ``done(tiles)`` hears of each chunk. A tile's value
         does not depend on the chunk it is in."""
-        n = len(self.x0)
         if len(self.parts) == 0:
-            return np.zeros(n)
+            return np.zeros(len(self.x0))
         # Both terms are taken on the same pieces: cut points are rounded, and a piece that
         # rounds onto a tile's right side must count there in both or in neither.
         pieces = self._boundary_pieces(by_geos=False)
@@ -112,10 +112,18 @@ class RectCoverage:
                     "annotation coverage: the union of the annotations has no consistent "
                     "boundary even from GEOS; please report this input"
                 )
+        self._add_segment_terms(pieces, area, done)
+        return area / (self.w * self.h)
+
+    def _add_segment_terms(
+        self, pieces: Segments, area: np.ndarray, done: Callable[[int], None] | None
+    ) -> None:
+        """Add to ``area`` (level-0 square pixels per tile) the ∫ x dy of the boundary
+        ``pieces`` inside each tile, chunk of tiles by chunk."""
         buckets = TileBuckets(self.x0, self.y0, float(self.w.max()), float(self.h.max()))
         lo_x, hi_x = np.minimum(pieces.ax, pieces.bx), np.maximum(pieces.ax, pieces.bx)
         lo_y, hi_y = np.minimum(pieces.ay, pieces.by), np.maximum(pieces.ay, pieces.by)
-        near = _ByTile(*buckets.join(lo_x, lo_y, hi_x, hi_y, self.tol), n)
+        near = _ByTile(*buckets.join(lo_x, lo_y, hi_x, hi_y, self.tol), len(self.x0))
         for lo, hi in at_most(bounded_chunks(near.count, _CHUNK_ROWS), _CHUNK_TILES):
             piece, tile = near.take(lo, hi)
             terms = _clipped_x_dy(
@@ -130,7 +138,6 @@ class RectCoverage:
             area[lo:hi] += sum_by(tile - lo, terms, hi - lo)
             if done is not None:
                 done(hi - lo)
-        return area / (self.w * self.h)
 
     def _boundary_pieces(self, by_geos: bool) -> Segments:
         """The union's boundary (:func:`union_boundary`) cut into pieces no larger than a tile,
