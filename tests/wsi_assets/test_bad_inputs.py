@@ -12,8 +12,8 @@ from pathlib import Path
 import dagster as dg
 import numpy as np
 import pytest
+from golden_tables import DEMO_CASE, assert_golden
 from shapely.geometry import Polygon, box
-from table_fingerprint import fingerprint
 from test_assets import latest_metadata
 from wsi_assets_support import TILE, Harness, failure_messages, make_settings
 
@@ -22,16 +22,13 @@ from wsi_core.tables import ANNOTATION_COVERAGE, OVERLAY_OVERLAP, SLIDE_METADATA
 from wsi_core.tiling import annotation_coverage, grid_tile_array
 
 GOOD = "demo_slide_01"
-GOLDEN = json.loads(
-    (Path(__file__).resolve().parents[1] / "golden" / "tables_before_refactor.json").read_text()
-)["demo_scale_0.25_tile_128_mpp_1"][GOOD]
 
 
 def good_slide_is_right(harness: Harness) -> None:
     """The demo slide beside the bad ones: built, and value-equal to its golden tables."""
     assert harness.materialize(GOOD).success
     for table in TABLES:
-        assert fingerprint(harness.table(table, GOOD)) == GOLDEN[table], table
+        assert_golden(table, harness.table(table, GOOD), DEMO_CASE, GOOD)
 
 
 def plain_slide(path: Path, mpp: float | None, size: tuple[int, int] = (512, 768)) -> Path:

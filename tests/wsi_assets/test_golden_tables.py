@@ -1,11 +1,7 @@
 """The tables are the same, value for value, as those written before the layers were
-reorganised (tests/golden/tables_before_refactor.json, written by the earlier code): on the
-demo slides and on a real slide, through the engine-neutral pipeline and through Dagster.
-
-The coverage columns are the exception: the coverage kernel was rewritten since (issue 11), and
-its values may differ from the earlier kernel's in the last bits. They are compared with the
-earlier kernel's values (tests/golden/coverage_values.json, whose fingerprints are the golden
-ones) to 1e-12."""
+reorganised (tests/golden/tables_before_refactor.json, written by the earlier code; the
+coverage columns to 1e-12, see golden_tables.py): on the demo slides and on a real slide,
+through the engine-neutral pipeline and through Dagster."""
 
 from __future__ import annotations
 
@@ -13,44 +9,15 @@ import json
 from pathlib import Path
 
 import dagster as dg
-import numpy as np
-import pyarrow as pa
 import pytest
+from golden_tables import DEMO_CASE, GOLDEN, REAL_CASE, assert_golden
 from table_fingerprint import fingerprint
 from wsi_assets_support import DEMO_KEYS, Harness, make_settings
 
 from wsi_assets.pipeline.steps import Pipeline
 from wsi_core.tables import ANNOTATION_COVERAGE, TABLES
 
-GOLDEN = json.loads(
-    (Path(__file__).resolve().parents[1] / "golden" / "tables_before_refactor.json").read_text()
-)
-COVERAGE_VALUES = json.loads(
-    (Path(__file__).resolve().parents[1] / "golden" / "coverage_values.json").read_text()
-)
 STEM = "CMU-1-Small-Region"
-DEMO_CASE = "demo_scale_0.25_tile_128_mpp_1"
-REAL_CASE = "cmu1_small_region_classified_geojson_mask_tile_256_mpp_0.5"
-
-
-def assert_golden(table: str, got: pa.Table, case: str, key: str) -> None:
-    """``got`` equals the golden table ``table`` of ``key`` in ``case``: every column value for
-    value, the coverage columns to 1e-12 (see the module docstring)."""
-    want = GOLDEN[case][key][table]
-    mine = fingerprint(got)
-    if table == ANNOTATION_COVERAGE:
-        values = COVERAGE_VALUES[case][key]
-        for name, expected in values.items():
-            np.testing.assert_allclose(
-                np.array(got[name].to_pylist(), dtype=float),
-                np.array(expected, dtype=float),
-                rtol=0,
-                atol=1e-12,
-                err_msg=f"{key} {name}",
-            )
-        mine = {**mine, "columns": {k: v for k, v in mine["columns"].items() if k not in values}}
-        want = {**want, "columns": {k: v for k, v in want["columns"].items() if k not in values}}
-    assert mine == want, (key, table)
 
 
 def real_slide_root(shared_data: Path, tmp_path: Path) -> Path:
