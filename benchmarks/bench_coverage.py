@@ -43,16 +43,19 @@ FIELD_EXTENT = 4096  # level-0 pixels on a side of the dense fields
 FIELDS = {"cells": 20_000, "squares": 76_000}  # polygons per field
 
 
-def star_polygons(seed: int = 0, n: int = N_POLYGONS) -> list[Polygon]:
+def star_polygons(
+    seed: int = 0, n: int = N_POLYGONS, slide: tuple[int, int] = SLIDE
+) -> list[Polygon]:
     """Star-shaped polygons (vertices at sorted random angles, jittered radii), level 0.
 
     The radius is log-uniform in 150-5000 px, so sizes span small foci to large regions; the
-    centres are uniform over the slide, so large polygons overlap each other often.
+    centres are uniform over the ``slide`` (width, height in level-0 pixels), so large polygons
+    overlap each other often.
     """
     rng = np.random.default_rng(seed)
     polygons = []
     for _ in range(n):
-        cx, cy = rng.uniform(0, SLIDE[0]), rng.uniform(0, SLIDE[1])
+        cx, cy = rng.uniform(0, slide[0]), rng.uniform(0, slide[1])
         radius = float(np.exp(rng.uniform(np.log(150), np.log(5000))))
         k = int(rng.integers(24, 97))
         angles = np.sort(rng.uniform(0, 2 * np.pi, k))

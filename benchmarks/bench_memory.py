@@ -27,7 +27,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import shapely.geometry
 import tifffile
+
+from benchmarks.bench_coverage import star_polygons
 
 SLIDE = (200_000, 100_000)  # width, height in level-0 pixels
 MPP = 0.25  # micrometres per level-0 pixel, slide and mask alike
@@ -75,23 +78,15 @@ def write_tiled_pyramid(path: Path, tiles: dict[str, bytes], samples: int) -> Pa
 
 def write_polygons(path: Path, seed: int = 0) -> Path:
     """:data:`POLYGONS` star-shaped polygons over the slide as QuPath GeoJSON, half Tumor and
-    half Stroma; radius log-uniform in 150-5,000 px."""
-    rng = np.random.default_rng(seed)
-    features = []
-    for i in range(POLYGONS):
-        cx, cy = rng.uniform(0, SLIDE[0]), rng.uniform(0, SLIDE[1])
-        radius = float(np.exp(rng.uniform(np.log(150), np.log(5000))))
-        k = int(rng.integers(24, 97))
-        angles = np.sort(rng.uniform(0, 2 * np.pi, k))
-        radii = radius * rng.uniform(0.45, 1.0, k)
-        ring = np.c_[cx + radii * np.cos(angles), cy + radii * np.sin(angles)].tolist()
-        features.append(
-            {
-                "type": "Feature",
-                "geometry": {"type": "Polygon", "coordinates": [ring + ring[:1]]},
-                "properties": {"classification": {"name": "Tumor" if i % 2 else "Stroma"}},
-            }
-        )
+    half Stroma (:func:`benchmarks.bench_coverage.star_polygons`)."""
+    features = [
+        {
+            "type": "Feature",
+            "geometry": shapely.geometry.mapping(polygon),
+            "properties": {"classification": {"name": "Tumor" if i % 2 else "Stroma"}},
+        }
+        for i, polygon in enumerate(star_polygons(seed, POLYGONS, SLIDE))
+    ]
     path.write_text(json.dumps({"type": "FeatureCollection", "features": features}))
     return path
 

@@ -223,6 +223,24 @@ class Pipeline:
         }
         return Built(table, key, data, stored, facts, upstream, picture, picture_uri)
 
+    def _store_per_tile(
+        self,
+        table: str,
+        files: SlideFiles,
+        data: pa.Table,
+        origin: Provenance,
+        facts: dict[str, Any],
+        grid: pa.Table,
+        upstream: Provenance | None,
+    ) -> Built:
+        """:meth:`_store` for a table with one row per tile of ``grid``, its picture drawn over
+        the slide's thumbnail (``upstream``: the grid's provenance)."""
+        slide = files.slide
+        thumbnail = self._thumbnail(slide.key, slide.uri, _meta_id(upstream))
+        return self._store(
+            table, slide.key, data, origin, facts, grid, thumbnail=thumbnail, relpath=slide.relpath
+        )
+
     def _thumbnail(self, key: str, uri: str, meta_id: str | None) -> Thumbnail:
         """Slide ``key``'s thumbnail for the ``slide_metadata`` of provenance ``meta_id``: the
         one this pipeline last used when it is that one, else the stored one; when none is
@@ -415,18 +433,7 @@ class Pipeline:
             facts.update(_annotation_facts(found))
         facts["coverage_summary"] = coverage_summary(data, classes)
         origin = provenance(settings, ANNOTATION_COVERAGE, files.version(ANNOTATION), _id(upstream))
-        slide = files.slide
-        thumbnail = self._thumbnail(key, slide.uri, _meta_id(upstream))
-        return self._store(
-            ANNOTATION_COVERAGE,
-            key,
-            data,
-            origin,
-            facts,
-            grid,
-            thumbnail=thumbnail,
-            relpath=slide.relpath,
-        )
+        return self._store_per_tile(ANNOTATION_COVERAGE, files, data, origin, facts, grid, upstream)
 
     def _overlay_overlap(self, files: SlideFiles, progress: Progress | None = None) -> Built:
         key = files.slide.key
@@ -466,18 +473,7 @@ class Pipeline:
         origin = provenance(
             settings, OVERLAY_OVERLAP, files.version(OVERLAY), _id(upstream), mask_id
         )
-        slide = files.slide
-        thumbnail = self._thumbnail(key, slide.uri, _meta_id(upstream))
-        return self._store(
-            OVERLAY_OVERLAP,
-            key,
-            data,
-            origin,
-            facts,
-            grid,
-            thumbnail=thumbnail,
-            relpath=slide.relpath,
-        )
+        return self._store_per_tile(OVERLAY_OVERLAP, files, data, origin, facts, grid, upstream)
 
     def _measure_overlay(
         self,
