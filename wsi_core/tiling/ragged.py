@@ -43,19 +43,6 @@ def segmented_cumsum(values: np.ndarray, groups: np.ndarray, n: int) -> np.ndarr
     return total - before[groups]
 
 
-def pairs_within_groups(
-    left_group: np.ndarray, group_start: np.ndarray, group_count: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """All (left item, right item) combinations where the right items are the members of the
-    left item's group (rows of an array sorted by group)."""
-    counts = group_count[left_group]
-    left = np.repeat(np.arange(len(counts)), counts)
-    # Index of each item's first partner minus where its run starts in the output.
-    offset = group_start[left_group] - (np.cumsum(counts) - counts)
-    right = np.arange(len(left), dtype=np.int64) + np.repeat(offset, counts)
-    return left, right
-
-
 def bounded_chunks(counts: np.ndarray, budget: float) -> Iterator[tuple[int, int]]:
     """Consecutive index ranges ``[start, stop)`` of items whose ``counts`` add up to at most
     ``budget``; an item whose count alone exceeds the budget makes a range of its own.
