@@ -234,22 +234,12 @@ class Settings(BaseSettings):
     @field_validator("tissue")
     @classmethod
     def _tissue(cls, values: dict[str, Any]) -> dict[str, Any]:
-        known = {field.name for field in dataclasses.fields(TissueParameters)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"unknown tissue parameters {unknown}; known: {sorted(known)}")
-        TissueParameters(**values)  # its own checks: ranges and signs
-        return values
+        return _checked_fields(values, TissueParameters, "tissue parameters")
 
     @field_validator("dataset")
     @classmethod
     def _dataset(cls, values: dict[str, Any]) -> dict[str, Any]:
-        known = {field.name for field in dataclasses.fields(DatasetRules)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"unknown tile_dataset rules {unknown}; known: {sorted(known)}")
-        DatasetRules(**values)  # its own checks: ranges, split fractions
-        return values
+        return _checked_fields(values, DatasetRules, "tile_dataset rules")
 
     @field_validator("roi")
     @classmethod
@@ -367,3 +357,14 @@ def _describe(error: ValidationError | PydanticSettingsError) -> str:
         given = problem.get("input")
         lines.append(f"{ENV_PREFIX}{field.upper()}: {problem['msg']} (got {given!r})")
     return "bad settings:\n  " + "\n  ".join(lines)
+
+
+def _checked_fields(values: dict[str, Any], kind: type, what: str) -> dict[str, Any]:
+    """``values`` unchanged when they name only fields of the dataclass ``kind`` and pass its
+    own checks (ranges, signs, fractions), else ValueError naming the unknown ones."""
+    known = {field.name for field in dataclasses.fields(kind)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(f"unknown {what} {unknown}; known: {sorted(known)}")
+    kind(**values)
+    return values
