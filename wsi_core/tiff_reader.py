@@ -347,7 +347,7 @@ class TiffReader(SlideReader):
         kind = self._check_segment_size(level, keyframe)
         if out is None:
             # Not prefilled: the segments that meet a window inside the page cover all of it,
-            # so every pixel is written below unless a segment is sparse (then filled first).
+            # so every pixel is written below (a sparse segment's part with nodata).
             window = np.empty((separate, height, width, contig), dtype=dtype)
         else:
             window = out.reshape(1, height, width, contig)  # a view: writes land in ``out``
@@ -360,29 +360,16 @@ class TiffReader(SlideReader):
                     f"level {level} lists {listed:,} {kind} offsets but its "
                     f"{page_width}x{page_height} image needs {needed:,}",
                 )
-            if cache is None:
-                decoded = self._decode_segments(level, info, page, indices)
+            if cache is None:  # each segment pasted as it is decoded, then let go
+                segments = (value for _, value in self._decode_segments(level, info, page, indices))
             else:
                 missing = [index for index in indices if (plane, index) not in cache.held]
                 if missing:
                     fresh = self._decode_segments(level, info, page, missing)
-                    cache.hold({(plane, index): value for index, value in fresh.items()})
-                decoded = {index: cache.held[plane, index] for index in indices}
-            if any(segment is None for segment, _ in decoded.values()):
-                window[...] = keyframe.nodata  # a sparse tile leaves its part unwritten
-            for segment, position in decoded.values():
-                if segment is None:  # a sparse (never written) tile keeps nodata
-                    continue
-                sample_plane, _, seg_y, seg_x, _ = position
-                seg_h = min(segment.shape[1], page_height - seg_y)
-                seg_w = min(segment.shape[2], page_width - seg_x)
-                top, left = max(seg_y, y), max(seg_x, x)
-                bottom, right = min(seg_y + seg_h, y + height), min(seg_x + seg_w, x + width)
-                if bottom <= top or right <= left:
-                    continue
-                window[sample_plane, top - y : bottom - y, left - x : right - x] = segment[
-                    0, top - seg_y : bottom - seg_y, left - seg_x : right - seg_x
-                ]
+                    cache.hold({(plane, index): value for index, value in fresh})
+                segments = (cache.held[plane, index] for index in indices)
+            for segment, position in segments:
+                _paste(window, keyframe, segment, position, x, y)
         if separate > 1:  # planar configuration 2: one plane per sample, put samples last
             return np.ascontiguousarray(np.moveaxis(window[..., 0], 0, -1))
         return window[0, ..., 0] if contig == 1 else window[0]
@@ -414,10 +401,14 @@ class TiffReader(SlideReader):
 
     def _decode_segments(
         self, level: int, info: _Level, page: Any, indices: list[int]
-    ) -> dict[int, _Decoded]:
+    ) -> Iterator[tuple[int, _Decoded]]:
         """Read the segments ``indices`` of ``page`` (one locked read, in file order) and
-        decode each: index -> (samples ``(1, h, w, s)`` or None for a sparse one, tifffile's
-        position ``(plane, depth, y, x, sample)``)."""
+        decode them one at a time as the caller asks: ``(index, (samples (1, h, w, s) or None
+        for a sparse one, tifffile's position (plane, depth, y, x, sample)))``.
+
+        Only the encoded bytes are read up front; decoding lazily lets a caller that pastes
+        each segment drop it before the next, so a window never holds its decoded segments
+        all at once besides itself."""
         keyframe = info.keyframe
         kind = "tile" if keyframe.is_tiled else "strip"
         offsets = [page.dataoffsets[i] for i in indices]
@@ -437,7 +428,6 @@ class TiffReader(SlideReader):
             )
             # tifffile annotates both forms of the result (flat or not) as one union.
             encoded = list(cast(Iterator[tuple[bytes | None, int]], segments))
-        decoded: dict[int, _Decoded] = {}
         for data, index in encoded:
             try:
                 segment, position, _ = info.decode(data, index, **kwargs)
@@ -448,8 +438,7 @@ class TiffReader(SlideReader):
                 raise SlideError(
                     self.path, f"cannot decode {kind} {index} of level {level}: {problem}"
                 ) from error
-            decoded[index] = (segment, tuple(int(v) for v in position))
-        return decoded
+            yield index, (segment, tuple(int(v) for v in position))
 
 
 #: A decoded segment and tifffile's position of it, ``(plane, depth, y, x, sample)``.
@@ -510,6 +499,41 @@ class _SegmentCache:
 
     def _drop(self, key: tuple[int, int]) -> None:
         self.nbytes -= _nbytes(self.held.pop(key))
+
+
+def _paste(
+    window: np.ndarray,
+    keyframe: tifffile.TiffPage,
+    segment: np.ndarray | None,
+    position: tuple[int, ...],
+    x: int,
+    y: int,
+) -> None:
+    """Write the part of one decoded segment that meets the window into ``window`` (shape
+    ``(planes, height, width, samples)``, origin ``(x, y)`` in level coords); a sparse
+    segment (never written, ``None``) gives that part the page's nodata. The segments that
+    meet a window cover all of it, so pasting each of them writes every pixel once."""
+    sample_plane, _, seg_y, seg_x, _ = position
+    _, _, page_height, page_width, _ = keyframe.shaped
+    seg_h, seg_w = _segment_size(keyframe) if segment is None else segment.shape[1:3]
+    seg_h, seg_w = min(seg_h, page_height - seg_y), min(seg_w, page_width - seg_x)
+    height, width = window.shape[1:3]
+    top, left = max(seg_y, y), max(seg_x, x)
+    bottom, right = min(seg_y + seg_h, y + height), min(seg_x + seg_w, x + width)
+    if bottom <= top or right <= left:
+        return
+    part = window[sample_plane, top - y : bottom - y, left - x : right - x]
+    if segment is None:
+        part[...] = keyframe.nodata
+    else:
+        part[...] = segment[0, top - seg_y : bottom - seg_y, left - seg_x : right - seg_x]
+
+
+def _segment_size(keyframe: tifffile.TiffPage) -> tuple[int, int]:
+    """``(height, width)`` in pixels of one stored tile or strip of the page."""
+    if keyframe.is_tiled:
+        return int(keyframe.tilelength), int(keyframe.tilewidth)
+    return int(keyframe.rowsperstrip), int(keyframe.imagewidth)
 
 
 def _segment_keys(
