@@ -27,14 +27,34 @@ def _by_sorting(plane: np.ndarray) -> tuple[np.ndarray, list[str]]:
         (bool, [False, True]),
     ],
 )
-def test_codes_and_keys_equal_the_sorted_values(dtype, values):
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_codes_and_keys_equal_the_sorted_values(dtype, values, overwrite):
+    """Also when the plane may be overwritten: a plane that is not two-valued, or not
+    ``uint8``, is left as it was (the lookup-table path reads it after the two-value test)."""
     rng = np.random.default_rng(len(values))
-    plane = rng.choice(np.array(values, dtype=dtype), size=(301, 257))
-    result = encode_values(plane)
-    codes, keys = _by_sorting(plane.view(np.uint8) if dtype is bool else plane)
+    # Taller than the rows counted at once, so that the counts go in several parts.
+    plane = rng.choice(np.array(values, dtype=dtype), size=(1301, 257))
+    original = plane.copy()
+    result = encode_values(plane, overwrite=overwrite)
+    codes, keys = _by_sorting(original.view(np.uint8) if dtype is bool else original)
     assert result.keys == keys
     np.testing.assert_array_equal(result.codes, codes)
     assert result.codes.shape == plane.shape
+    if not overwrite or len(values) > 2 or plane.dtype != np.uint8:
+        np.testing.assert_array_equal(plane, original)
+
+
+def test_a_third_value_in_the_last_row_is_found():
+    """The two-value test counts a few rows at a time: a value met only at the end of the
+    plane still sends it to the lookup table, unchanged though it may be overwritten."""
+    plane = np.full((2000, 300), 255, dtype=np.uint8)
+    plane[:1000] = 7
+    plane[-1, -1] = 100
+    original = plane.copy()
+    result = encode_values(plane, overwrite=True)
+    assert result.keys == ["7", "100", "255"]
+    np.testing.assert_array_equal(plane, original)
+    np.testing.assert_array_equal(result.codes, _by_sorting(original)[0])
 
 
 def test_grey_stored_as_rgb_and_empty_regions():

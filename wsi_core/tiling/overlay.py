@@ -348,7 +348,7 @@ def overlap_fractions(
     reporter = Throttled(progress, tiles.size)
     for slide, windows in _groups(roi, tiles, overlay_mpp, storage_options):
         for rows, region, rx, ry in _read_bands(slide, windows):
-            values = encode_values(region)
+            values = encode_values(region, overwrite=True)  # the region is not used again
             columns = np.array(
                 [keys.setdefault(key, len(keys)) for key in values.keys], dtype=np.intp
             )

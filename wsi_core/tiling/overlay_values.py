@@ -13,6 +13,10 @@ from typing import NamedTuple
 
 import numpy as np
 
+# Pixels compared at once when counting one value (a 256 KB bool buffer): small enough to
+# stay in cache and to come from the heap without page faults.
+COUNT_PIXELS = 1 << 18
+
 
 class ValueCodes(NamedTuple):
     """``codes[y, x]`` indexes ``keys``: unsigned or ``intp`` integers in ``[0, len(keys))``."""
@@ -21,25 +25,30 @@ class ValueCodes(NamedTuple):
     keys: list[str]
 
 
-def encode_values(region: np.ndarray) -> ValueCodes:
-    """Code the pixels of a ``(h, w)`` or ``(h, w, channels)`` overlay region."""
+def encode_values(region: np.ndarray, *, overwrite: bool = False) -> ValueCodes:
+    """Code the pixels of a ``(h, w)`` or ``(h, w, channels)`` overlay region.
+
+    With ``overwrite``, a ``uint8`` plane of at most two values (a tissue mask) is coded in
+    its own memory, which the caller gives up: the codes are then a view of ``region``. A
+    region-sized temporary fewer is a region's worth of page faults fewer."""
     if region.ndim == 2:
-        return _encode_single(region)
+        return _encode_single(region, overwrite)
     channels = region.shape[2]
     if channels < 3:  # grey, or grey plus alpha
-        return _encode_single(region[..., 0])
+        return _encode_single(region[..., 0], overwrite)
     rgb = region[..., :3]
     if (rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all():
-        return _encode_single(rgb[..., 0])
+        return _encode_single(rgb[..., 0], overwrite)
     return _encode_rgb(rgb)
 
 
-def _encode_single(plane: np.ndarray) -> ValueCodes:
-    """Codes of a one-channel ``(h, w)`` plane, keys in value order."""
+def _encode_single(plane: np.ndarray, overwrite: bool = False) -> ValueCodes:
+    """Codes of a one-channel ``(h, w)`` plane, keys in value order; in the plane's memory
+    when ``overwrite`` allows it (see :func:`encode_values`)."""
     if plane.dtype == bool:
         plane = plane.view(np.uint8)
     if plane.dtype in (np.uint8, np.uint16):
-        two = _two_values(plane)
+        two = _two_values(plane, overwrite and plane.dtype == np.uint8)
         if two is not None:
             return two
         # A lookup table over the whole value range beats sorting for the common mask dtypes.
@@ -54,26 +63,43 @@ def _encode_single(plane: np.ndarray) -> ValueCodes:
     return ValueCodes(inverse.reshape(plane.shape).astype(np.intp), [_key(v) for v in values])
 
 
-def _two_values(plane: np.ndarray) -> ValueCodes | None:
-    """Codes of an unsigned plane holding at most two values (a tissue mask), else None.
+def _two_values(plane: np.ndarray, in_place: bool = False) -> ValueCodes | None:
+    """Codes of an unsigned plane holding at most two values (a tissue mask), else None;
+    written over ``plane`` (``uint8`` only) when ``in_place``, left unchanged otherwise.
 
-    Its minimum and maximum, one comparison and two counts: a few vectorised passes, where
+    Its minimum and maximum, two counts and one comparison: a few vectorised passes, where
     ``bincount`` and a lookup table convert every pixel to a 64-bit index (five times the
     time on a 50-megapixel band of a full-resolution mask). The test that no pixel is
-    neither value counts pixels rather than building more plane-sized temporaries: each
-    costs its page faults too (about 1 ms on 4.7 megapixels, against 0.2 ms for a count).
+    neither value counts pixels without plane-sized temporaries (each costs its page
+    faults too: about 1 ms on 4.7 megapixels, against 0.2 ms for a count), and comes before
+    the comparison, which may overwrite the plane.
     """
     if plane.size == 0:
         return None
     low, high = plane.min(), plane.max()
     if low == high:
-        return ValueCodes(np.zeros(plane.shape, dtype=np.uint8), [str(int(low))])
-    is_high = plane == high
-    # A background of 0 (the usual mask) is counted without a second comparison.
-    n_low = plane.size - np.count_nonzero(plane) if low == 0 else np.count_nonzero(plane == low)
-    if n_low + np.count_nonzero(is_high) != plane.size:
+        codes = plane if in_place else np.zeros(plane.shape, dtype=np.uint8)
+        codes.fill(0)  # a no-op on fresh zeros
+        return ValueCodes(codes, [str(int(low))])
+    if _count_equal(plane, low) + _count_equal(plane, high) != plane.size:
         return None
+    is_high = np.equal(plane, high, out=plane.view(bool) if in_place else None)
     return ValueCodes(is_high.view(np.uint8), [str(int(low)), str(int(high))])
+
+
+def _count_equal(plane: np.ndarray, value: np.generic) -> int:
+    """How many pixels of ``plane`` equal ``value``: a background of 0 (the usual mask) by
+    one count, other values compared a few rows at a time into one small buffer, so that no
+    plane-sized temporary is made (and faulted in) for a count."""
+    if value == 0:
+        return plane.size - np.count_nonzero(plane)
+    rows = max(1, COUNT_PIXELS // max(plane.shape[1], 1))
+    scratch = np.empty((min(rows, plane.shape[0]), plane.shape[1]), dtype=bool)
+    total = 0
+    for start in range(0, plane.shape[0], rows):
+        part = plane[start : start + rows]
+        total += np.count_nonzero(np.equal(part, value, out=scratch[: len(part)]))
+    return total
 
 
 def _encode_rgb(rgb: np.ndarray) -> ValueCodes:
