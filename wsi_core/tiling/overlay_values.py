@@ -92,13 +92,13 @@ def _count_equal(plane: np.ndarray, value: np.generic) -> int:
     one count, other values compared a few rows at a time into one small buffer, so that no
     plane-sized temporary is made (and faulted in) for a count."""
     if value == 0:
-        return plane.size - np.count_nonzero(plane)
+        return plane.size - int(np.count_nonzero(plane))
     rows = max(1, COUNT_PIXELS // max(plane.shape[1], 1))
     scratch = np.empty((min(rows, plane.shape[0]), plane.shape[1]), dtype=bool)
     total = 0
     for start in range(0, plane.shape[0], rows):
         part = plane[start : start + rows]
-        total += np.count_nonzero(np.equal(part, value, out=scratch[: len(part)]))
+        total += int(np.count_nonzero(np.equal(part, value, out=scratch[: len(part)])))
     return total
 
 
