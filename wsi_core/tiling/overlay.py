@@ -513,8 +513,12 @@ def _band_stop(
     sorted by top), so the band ends before the first row whose union exceeds the budget.
 
     The unions are running extrema over a span of rows that doubles until the band ends inside
-    it, so the work stays proportional to the band's length, not to the rows left."""
+    it, so the work stays proportional to the band's length, not to the rows left. Rows
+    that all fit (a slide's tiles over a mask, the usual call) make one band at once."""
     top = y0[rows[start]]
+    rest = rows[start:]
+    if (x1[rest].max() - x0[rest].min()) * (y1[rest].max() - top) <= READ_BUDGET_PIXELS:
+        return rows.size
     span = 256
     while True:
         part = rows[start : start + span]
@@ -799,6 +803,9 @@ def _owned_range(lo: float, hi: float, scale: float, offset: np.ndarray, size: i
     the pixels whose centre ``c`` (tested at ``c - EPS``) lies strictly between the ROI edges
     ``lo`` and ``hi`` (tile pixels), with exactly the arithmetic of :func:`_rasterise`, so both
     paths own the same pixels."""
+    if offset.size > 1 and (offset == offset[0]).all():  # a grid at an integral scale
+        start, stop = _owned_range(lo, hi, scale, offset[:1], size)
+        return np.broadcast_to(start, offset.shape), np.broadcast_to(stop, offset.shape)
     edge_lo = lo * scale + offset
     edge_hi = hi * scale + offset
     start = np.floor(edge_lo - 0.5 + EPS).astype(np.int64) + 1  # first centre > edge_lo
