@@ -688,8 +688,9 @@ def _pixel_counts(
     h, w = codes.shape
     whole = (top >= 0) & (left >= 0) & (top + mask.shape[0] <= h) & (left + mask.shape[1] <= w)
     step = max(1, GATHER_PIXELS // max(dy.size, 1))
+    offsets = dy * w + dx  # flat, from a window's origin
     for part in _chunks(np.flatnonzero(whole), step):
-        picked = codes.ravel()[(top[part] * w + left[part])[:, None] + (dy * w + dx)]
+        picked = np.take(codes.ravel(), (top[part] * w + left[part])[:, None] + offsets)
         counts[part] = _value_counts(picked, k)
     for part in _chunks(np.flatnonzero(~whole), step):
         ys, xs = top[part, None] + dy, left[part, None] + dx
@@ -706,7 +707,14 @@ def _chunks(index: np.ndarray, size: int) -> Iterator[np.ndarray]:
 
 def _value_counts(picked: np.ndarray, k: int, on: np.ndarray | None = None) -> np.ndarray:
     """Per-value counts ``(rows, k)`` of the codes ``picked`` (``(rows, pixels)``), of those
-    where ``on`` when given. Two values are a count of the 0/1 codes; more, one ``bincount``."""
+    where ``on`` when given. Two values are a count of the 0/1 codes; more, one ``bincount``.
+
+    The 0/1 ``uint8`` codes of a tissue mask are counted by their sum in the narrowest dtype
+    that holds it, a few times faster than ``count_nonzero`` by row (which makes a bool copy
+    and adds it up in 64 bits)."""
+    if k == 2 and on is None and picked.dtype == np.uint8:
+        ones = np.add.reduce(picked, axis=1, dtype=np.min_scalar_type(picked.shape[1]))
+        return np.stack([picked.shape[1] - ones.astype(np.int64), ones], axis=1)
     if k == 2:
         ones = np.count_nonzero(picked if on is None else picked.astype(bool) & on, axis=1)
         total = picked.shape[1] if on is None else np.count_nonzero(on, axis=1)
