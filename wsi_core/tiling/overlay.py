@@ -437,9 +437,12 @@ def _by_mpp(
     """Yield ``((mpp_x, mpp_y), positions)`` per distinct resolution (micrometres per pixel of
     the tiled level) among the tiles at ``index``, in ascending order. One resolution for
     every tile (the usual call) skips sorting the pairs."""
-    pairs = np.stack([tiles.mpp_x[index], tiles.mpp_y[index]], axis=1)
-    distinct = pairs[:1] if (pairs == pairs[:1]).all() else np.unique(pairs, axis=0)
-    for pair in distinct:
+    mpp_x, mpp_y = tiles.mpp_x[index], tiles.mpp_y[index]
+    if index.size and (mpp_x == mpp_x[0]).all() and (mpp_y == mpp_y[0]).all():
+        yield (float(mpp_x[0]), float(mpp_y[0])), index
+        return
+    pairs = np.stack([mpp_x, mpp_y], axis=1)
+    for pair in np.unique(pairs, axis=0):
         same = index[(pairs == pair).all(axis=1)]
         yield (float(pair[0]), float(pair[1])), same
 
