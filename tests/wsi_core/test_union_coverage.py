@@ -327,7 +327,6 @@ VARIANTS = {
         (rect_coverage_module, "_CHUNK_ROWS", 7),
         (rect_coverage_module, "_CHUNK_TILES", 3),
     ],
-    "small_pair_budget": [(segment_pairs_module, "_PAIR_BUDGET", 5)],
     "crowded_cells": [(segment_pairs_module, "_CROWDED_CELL", 3)],
     "all_by_geos": [
         (

@@ -33,16 +33,6 @@ def sum_by(groups: np.ndarray, weights: np.ndarray, n: int) -> np.ndarray:
     return np.bincount(groups, weights=weights, minlength=n).astype(np.float64, copy=False)
 
 
-def segmented_cumsum(values: np.ndarray, groups: np.ndarray, n: int) -> np.ndarray:
-    """Inclusive running sum of ``values`` restarting at each group (``groups`` ascending)."""
-    total = np.cumsum(values)
-    if len(total) == 0:
-        return total
-    start, _ = group_bounds(groups, n)
-    before = np.where(start > 0, total[np.maximum(start - 1, 0)], 0.0)
-    return total - before[groups]
-
-
 def bounded_chunks(counts: np.ndarray, budget: float) -> Iterator[tuple[int, int]]:
     """Consecutive index ranges ``[start, stop)`` of items whose ``counts`` add up to at most
     ``budget``; an item whose count alone exceeds the budget makes a range of its own.

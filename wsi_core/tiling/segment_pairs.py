@@ -2,8 +2,9 @@
 
 Used by :mod:`wsi_core.tiling.union_boundary` to find where the edges of different polygons
 meet. Coordinates are whatever frame the caller uses (level-0 pixels there); no geometry is
-built. The work grows with the segments plus the pairs that share a grid cell, and each batch of
-pairs is bounded, so memory stays small however the segments crowd.
+built. The work grows with the segments plus the pairs that share a grid cell; a crowded cell is
+reported rather than paired, so the work stays bounded however the segments crowd. The loops are
+compiled by numba (cached on disk, so a process compiles them once per install).
 """
 
 from __future__ import annotations
@@ -11,11 +12,9 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import numpy as np
+from numba import njit
 
-from wsi_core.tiling.ragged import bounded_chunks, ragged_expand
-
-# Candidate pairs per batch: each costs some 100 bytes of temporaries.
-_PAIR_BUDGET = 1 << 20
+from wsi_core.segments import segment_point
 
 # Grid cells are this many median segment extents wide: fewer, larger cells list each segment
 # under fewer cells but pair more of them (2 was the fastest on the coverage benchmark).
@@ -67,8 +66,8 @@ class Segments(NamedTuple):
 
 class NearPairs(NamedTuple):
     """Segment pairs ``(i, j)``, ``i < j``, of different groups whose bounding boxes come
-    within the tolerance of each other, each pair once; and the groups left out because their
-    segments crowd one cell (the caller must deal with those another way)."""
+    within the tolerance of each other, each pair once (in no set order); and the groups left
+    out because their segments crowd one cell (the caller must deal with those another way)."""
 
     i: np.ndarray
     j: np.ndarray
@@ -77,7 +76,8 @@ class NearPairs(NamedTuple):
 
 def near_pairs(segments: Segments, group: np.ndarray, tol: float) -> NearPairs:
     """Every pair of segments from different ``group`` values whose boxes, widened by ``tol``,
-    overlap (see :class:`NearPairs`).
+    overlap (see :class:`NearPairs`). Fastest when the segments of a group come together, as
+    the edges of a polygon do.
 
     The segments are cut into pieces no longer than one grid cell (the cell about the typical
     segment's extent), each piece is listed under the few cells its box meets, and the pieces
@@ -86,106 +86,216 @@ def near_pairs(segments: Segments, group: np.ndarray, tol: float) -> NearPairs:
     empty = np.empty(0, dtype=np.int64)
     if len(segments.ax) < 2:
         return NearPairs(empty, empty, empty)
-    grid = _Grid(segments, tol)
-    piece_key = grid.pieces.seg
-    piece, key = grid.entries()
-    # Sorted by cell, then group: an entry's partners in other groups are the rest of its cell
-    # after its own group's run, one contiguous range.
-    order = np.lexsort((group[piece_key[piece]], key))
-    piece, key = piece[order], key[order]
-    n = len(key)
-    new_cell = np.r_[True, key[1:] != key[:-1]]
-    new_run = new_cell | np.r_[True, group[piece_key[piece]][1:] != group[piece_key[piece]][:-1]]
-    cell_end = _run_ends(new_cell, n)
-    run_end = _run_ends(new_run, n)
-    crowded = cell_end - _run_starts(new_cell, n) > _CROWDED_CELL
-    crowded_groups = np.unique(group[piece_key[piece[crowded]]])
-    partners = np.where(crowded, 0, cell_end - run_end)
-    found = [np.empty(0, dtype=np.int64)]
-    for start, stop in bounded_chunks(partners, _PAIR_BUDGET):
-        left, k = ragged_expand(partners[start:stop])
-        left += start
-        a, b = piece[left], piece[run_end[left] + k]
-        # Each pair of pieces counts in one cell only: the one holding the corner of their
-        # boxes' overlap.
-        near = grid.overlap_in(a, b, key[left])
-        a, b = piece_key[a[near]], piece_key[b[near]]
-        found.append(np.minimum(a, b) * len(segments.ax) + np.maximum(a, b))
-    # Edges cut into several pieces can still meet twice.
-    keys = np.sort(np.concatenate(found))
-    keys = keys[np.r_[True, keys[1:] != keys[:-1]]] if len(keys) else keys
-    return NearPairs(keys // len(segments.ax), keys % len(segments.ax), crowded_groups)
+    ax, ay, bx, by = (np.ascontiguousarray(v, dtype=np.float64) for v in segments)
+    extent = np.maximum(np.abs(bx - ax), np.abs(by - ay))
+    span = float(max(ax.max(), bx.max()) + max(ay.max(), by.max())) - float(
+        min(ax.min(), bx.min()) + min(ay.min(), by.min())
+    )
+    # The floor keeps the cell count within what an int64 key holds.
+    cell = max(float(np.median(extent)) * _CELL_EXTENTS, span * 1e-6, 1e-300)
+    pieces = _cell_pieces(ax, ay, bx, by, cell, float(tol))
+    origin = (float(pieces[1].min()), float(pieces[2].min()))
+    piece, key = _cell_entries(pieces, origin, cell)
+    order = _by_cell(key)
+    i, j, crowded = _pairs_in_cells(
+        pieces,
+        piece[order],
+        key[order],
+        np.asarray(group, dtype=np.int64),
+        origin,
+        cell,
+        _CROWDED_CELL,
+    )
+    return NearPairs(i, j, np.unique(group[crowded]))
 
 
-def _run_ends(new_run: np.ndarray, n: int) -> np.ndarray:
-    """Per row, the end (exclusive) of the run it belongs to; ``new_run`` marks run starts."""
-    starts = np.flatnonzero(new_run)
-    ends = np.r_[starts[1:], n]
-    return np.repeat(ends, np.diff(np.r_[starts, n]))
+# A piece table: (segment, x0, y0, x1, y1) per piece, the box widened by the tolerance.
+_Pieces = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 
 
-def _run_starts(new_run: np.ndarray, n: int) -> np.ndarray:
-    """Per row, the start of the run it belongs to; ``new_run`` marks run starts."""
-    starts = np.flatnonzero(new_run)
-    return np.repeat(starts, np.diff(np.r_[starts, n]))
+@njit(cache=True, nogil=True)
+def _pairs_in_cells(
+    pieces: _Pieces,
+    piece: np.ndarray,
+    key: np.ndarray,
+    group: np.ndarray,
+    origin: tuple[float, float],
+    cell: float,
+    crowded_cell: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`near_pairs` from the cell entries ``(piece, key)``, equal keys together: the
+    pairs ``(i, j)``, and which segments lie in a cell of more than ``crowded_cell`` pieces."""
+    seg, x0, y0, x1, y1 = pieces
+    n = seg[-1] + 1
+    # The entries' boxes and groups in cell order: the pair loop reads them in sequence.
+    ex0, ey0, ex1, ey1 = x0[piece], y0[piece], x1[piece], y1[piece]
+    eseg = seg[piece]
+    egroup = group[eseg]
+    single = np.bincount(seg) == 1
+    crowded = np.zeros(n, dtype=np.bool_)
+    # Pair keys i * n + j: those of two one-piece segments are met once; the others may be met
+    # in several cells and are deduplicated after.
+    once, n_once = np.empty(max(16, n), dtype=np.int64), 0
+    again, n_again = np.empty(max(16, n), dtype=np.int64), 0
+    run = 0
+    while run < len(key):
+        stop = run + 1
+        while stop < len(key) and key[stop] == key[run]:
+            stop += 1
+        if stop - run > crowded_cell:
+            crowded[eseg[run:stop]] = True
+            run = stop
+            continue
+        # Entries keep the segments' order within a cell, so a group's entries there are
+        # usually one run: each entry is paired from the end of its run on.
+        group_end = stop
+        for u in range(stop - 1, run - 1, -1):
+            if u + 1 < stop and egroup[u + 1] != egroup[u]:
+                group_end = u + 1
+            for v in range(group_end, stop):
+                if egroup[u] == egroup[v]:
+                    continue
+                x, y = max(ex0[u], ex0[v]), max(ey0[u], ey0[v])
+                if x > min(ex1[u], ex1[v]) or y > min(ey1[u], ey1[v]):
+                    continue
+                # Each pair of pieces counts in one cell only: the one holding the corner of
+                # their boxes' overlap.
+                if _cell_key(x, y, origin, cell) != key[run]:
+                    continue
+                lo, hi = min(eseg[u], eseg[v]), max(eseg[u], eseg[v])
+                if single[lo] and single[hi]:
+                    once, n_once = _append(once, n_once, lo * n + hi)
+                else:
+                    again, n_again = _append(again, n_again, lo * n + hi)
+        run = stop
+    keys = np.concatenate((once[:n_once], _distinct(again[:n_again])))
+    return keys // n, keys % n, crowded
 
 
-class _Pieces(NamedTuple):
-    """Pieces of segments, each at most one grid cell long in x and in y: the segment each
-    was cut from and its box widened by the tolerance."""
-
-    seg: np.ndarray
-    x0: np.ndarray
-    y0: np.ndarray
-    x1: np.ndarray
-    y1: np.ndarray
+@njit(cache=True, nogil=True, inline="always")
+def _append(values: np.ndarray, count: int, value: int) -> tuple[np.ndarray, int]:
+    """``values[:count]`` with ``value`` after them (the array doubled when full)."""
+    if count == len(values):
+        values = np.concatenate((values, np.empty_like(values)))
+    values[count] = value
+    return values, count + 1
 
 
-class _Grid:
-    """A uniform grid of square cells (``_CELL_EXTENTS`` median segment extents) over the segments,
-    and the segments cut into pieces no longer than a cell, so each piece meets a few cells."""
+@njit(cache=True, nogil=True)
+def _distinct(keys: np.ndarray) -> np.ndarray:
+    """The distinct values of ``keys`` (non-negative), in order of first appearance: an
+    open-addressing hash set at most half full, no sort."""
+    bits = 4
+    while (1 << bits) < 2 * len(keys):
+        bits += 1
+    table = np.full(1 << bits, -1, dtype=np.int64)
+    out, n_out = np.empty(len(keys), dtype=np.int64), 0
+    for key in keys:
+        slot = _hash(key, bits)
+        while table[slot] != -1 and table[slot] != key:
+            slot = (slot + 1) & ((1 << bits) - 1)
+        if table[slot] == -1:
+            table[slot] = key
+            out[n_out] = key
+            n_out += 1
+    return out[:n_out]
 
-    def __init__(self, segments: Segments, tol: float) -> None:
-        ax, ay, bx, by = segments
-        extent = np.maximum(np.abs(bx - ax), np.abs(by - ay))
-        self.ox = float(min(ax.min(), bx.min())) - tol
-        self.oy = float(min(ay.min(), by.min())) - tol
-        span = float(max(ax.max(), bx.max()) + max(ay.max(), by.max())) - self.ox - self.oy
-        # The floor keeps the cell count within what an int64 key holds.
-        self.cell = max(float(np.median(extent)) * _CELL_EXTENTS, span * 1e-6, 1e-300)
-        n_pieces = np.maximum(np.ceil(extent / self.cell), 1).astype(np.int64)
-        seg, k = ragged_expand(n_pieces)
-        px0, py0 = segments.point_at(k / n_pieces[seg], seg)
-        px1, py1 = segments.point_at((k + 1) / n_pieces[seg], seg)
-        self.pieces = _Pieces(
-            seg,
-            np.minimum(px0, px1) - tol,
-            np.minimum(py0, py1) - tol,
-            np.maximum(px0, px1) + tol,
-            np.maximum(py0, py1) + tol,
-        )
-        self.rows = int(self._cell(self.pieces.y1, self.oy).max()) + 1
 
-    def _cell(self, v: np.ndarray, origin: float) -> np.ndarray:
-        """The cell column (or row) of coordinates ``v`` along an axis starting at ``origin``."""
-        return np.floor((v - origin) / self.cell).astype(np.int64)
+@njit(cache=True, nogil=True, inline="always")
+def _hash(key: int, bits: int) -> np.int64:
+    """A slot of a table of ``2**bits`` for ``key``: the top bits of the key times 2^64 / golden
+    ratio (Fibonacci hashing), which spreads keys that differ in any of their bits."""
+    product = np.uint64(key) * np.uint64(0x9E3779B97F4A7C15)
+    return np.int64(product >> np.uint64(64 - bits))
 
-    def entries(self) -> tuple[np.ndarray, np.ndarray]:
-        """(piece, cell key) for every cell each piece's box meets."""
-        p = self.pieces
-        cx0, cx1 = self._cell(p.x0, self.ox), self._cell(p.x1, self.ox)
-        cy0, cy1 = self._cell(p.y0, self.oy), self._cell(p.y1, self.oy)
-        ny = cy1 - cy0 + 1
-        piece, m = ragged_expand((cx1 - cx0 + 1) * ny)
-        return piece, (cx0[piece] + m // ny[piece]) * self.rows + cy0[piece] + m % ny[piece]
 
-    def overlap_in(self, a: np.ndarray, b: np.ndarray, key: np.ndarray) -> np.ndarray:
-        """Whether the boxes of pieces ``a`` and ``b`` overlap with the lower corner of their
-        overlap in cell ``key``."""
-        p = self.pieces
-        x, y = np.maximum(p.x0[a], p.x0[b]), np.maximum(p.y0[a], p.y0[b])
-        return (
-            (x <= np.minimum(p.x1[a], p.x1[b]))
-            & (y <= np.minimum(p.y1[a], p.y1[b]))
-            & (self._cell(x, self.ox) * self.rows + self._cell(y, self.oy) == key)
-        )
+_KEY_ROWS = 1 << 31  # cell keys: column * _KEY_ROWS + row (the cell's floor keeps both below)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _cell_key(x: float, y: float, origin: tuple[float, float], cell: float) -> int:
+    """The key of the cell holding point ``(x, y)``, in a grid of cells ``cell`` wide whose
+    first cell has its lower corner at ``origin``."""
+    column = int(np.floor((x - origin[0]) / cell))
+    return column * _KEY_ROWS + int(np.floor((y - origin[1]) / cell))
+
+
+@njit(cache=True, nogil=True)
+def _cell_entries(
+    pieces: _Pieces, origin: tuple[float, float], cell: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """(piece, cell key) for every cell each piece's box meets (a piece spans one cell at most,
+    plus the tolerance, so a few), in piece order."""
+    _, x0, y0, x1, y1 = pieces
+    cx0 = np.floor((x0 - origin[0]) / cell).astype(np.int64)
+    cx1 = np.floor((x1 - origin[0]) / cell).astype(np.int64)
+    cy0 = np.floor((y0 - origin[1]) / cell).astype(np.int64)
+    cy1 = np.floor((y1 - origin[1]) / cell).astype(np.int64)
+    total = ((cx1 - cx0 + 1) * (cy1 - cy0 + 1)).sum()
+    piece = np.empty(total, dtype=np.int64)
+    key = np.empty(total, dtype=np.int64)
+    k = 0
+    for p in range(len(x0)):
+        for cx in range(cx0[p], cx1[p] + 1):
+            for cy in range(cy0[p], cy1[p] + 1):
+                piece[k], key[k] = p, cx * _KEY_ROWS + cy
+                k += 1
+    return piece, key
+
+
+@njit(cache=True, nogil=True)
+def _by_cell(key: np.ndarray) -> np.ndarray:
+    """A stable order of the entries that brings equal keys together: a counting sort by a hash
+    of the key (about half the buckets stay empty, so few keys share one), then the buckets
+    holding several keys sorted by key."""
+    bits = 1
+    while (1 << bits) < 2 * len(key):
+        bits += 1
+    bucket = np.empty(len(key), dtype=np.int64)
+    for e in range(len(key)):
+        bucket[e] = _hash(key[e], bits)
+    start = np.zeros((1 << bits) + 1, dtype=np.int64)
+    for e in range(len(key)):
+        start[bucket[e] + 1] += 1
+    start = np.cumsum(start)
+    fill = start[:-1].copy()
+    order = np.empty(len(key), dtype=np.int64)
+    for e in range(len(key)):
+        order[fill[bucket[e]]] = e
+        fill[bucket[e]] += 1
+    for b in range(len(start) - 1):
+        lo, hi = start[b], start[b + 1]
+        mixed = False
+        for e in range(lo + 1, hi):
+            mixed |= key[order[e]] != key[order[lo]]
+        if mixed:
+            entries = order[lo:hi]
+            order[lo:hi] = entries[np.argsort(key[entries], kind="mergesort")]
+    return order
+
+
+@njit(cache=True, nogil=True)
+def _cell_pieces(
+    ax: np.ndarray, ay: np.ndarray, bx: np.ndarray, by: np.ndarray, cell: float, tol: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The segments cut into pieces spanning at most ``cell`` in x and y: per piece, its
+    segment and its box widened by ``tol`` (x0, y0, x1, y1)."""
+    count = np.empty(len(ax), dtype=np.int64)
+    for s in range(len(ax)):
+        extent = max(abs(bx[s] - ax[s]), abs(by[s] - ay[s]))
+        count[s] = max(int(np.ceil(extent / cell)), 1)
+    total = count.sum()
+    seg = np.empty(total, dtype=np.int64)
+    x0, y0 = np.empty(total), np.empty(total)
+    x1, y1 = np.empty(total), np.empty(total)
+    p = 0
+    for s in range(len(ax)):
+        m = count[s]
+        for k in range(m):
+            px0, py0 = segment_point(ax[s], ay[s], bx[s], by[s], k / m)
+            px1, py1 = segment_point(ax[s], ay[s], bx[s], by[s], (k + 1) / m)
+            seg[p] = s
+            x0[p], y0[p] = min(px0, px1) - tol, min(py0, py1) - tol
+            x1[p], y1[p] = max(px0, px1) + tol, max(py0, py1) + tol
+            p += 1
+    return seg, x0, y0, x1, y1

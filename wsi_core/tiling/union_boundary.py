@@ -26,9 +26,11 @@ from typing import NamedTuple
 
 import numpy as np
 import shapely
+from numba import njit
 
 from wsi_core.geometry import explode_polygons
-from wsi_core.tiling.ragged import connected_groups, group_bounds, segmented_cumsum, sum_by
+from wsi_core.segments import end_distance, segment_point
+from wsi_core.tiling.ragged import connected_groups, group_bounds, sum_by
 from wsi_core.tiling.segment_pairs import Segments, near_pairs
 
 
@@ -131,70 +133,70 @@ def _crossings(edges: _RingEdges, shared: np.ndarray, tol: float) -> tuple[_Cros
     """Crossings among the ``shared`` edges (indices), and the polygons whose edges touch
     another polygon's, or crowd together, so that crossings cannot be decided reliably."""
     pairs = near_pairs(edges.segments.take(shared), edges.part[shared], tol)
-    e, f = shared[pairs.i], shared[pairs.j]
-    ax, ay, bx, by = edges.segments
-    # Measure against the longer edge's line, which is the better conditioned.
-    e_longer = np.hypot(bx[e] - ax[e], by[e] - ay[e]) >= np.hypot(bx[f] - ax[f], by[f] - ay[f])
-    long_, short = np.where(e_longer, e, f), np.where(e_longer, f, e)
-    d0, d1 = _line_distances(long_, short, edges.segments)
-    # Both ends of the short edge on one side, beyond tol: the edges neither cross nor touch.
-    near = (d0 * d1 <= 0) | (np.minimum(np.abs(d0), np.abs(d1)) <= tol)
-    long_, short, d0, d1 = long_[near], short[near], d0[near], d1[near]
-    touching = _distance(long_, short, edges.segments) <= tol
-    bad = np.r_[edges.part[long_[touching]], edges.part[short[touching]], pairs.crowded_groups]
-    across = ~touching & (d0 * d1 < 0)
-    long_, short, d0, d1 = long_[across], short[across], d0[across], d1[across]
-    u = d0 / (d0 - d1)  # where the short edge meets the long edge's line
-    x, y = edges.segments.point_at(u, short)
-    rx, ry = bx[long_] - ax[long_], by[long_] - ay[long_]
-    t = ((x - ax[long_]) * rx + (y - ay[long_]) * ry) / (rx * rx + ry * ry)
-    hit = (t > 0) & (t < 1)
-    # The short edge goes to the left of the long one when its distance grows (sign > 0).
-    sign = np.sign(d1 - d0)[hit]
-    long_, short = long_[hit], short[hit]
-    crossings = _Crossings(
-        np.r_[short, long_],
-        np.r_[u[hit], t[hit]],
-        np.r_[sign * edges.weight[long_], -sign * edges.weight[short]],
-        np.r_[x[hit], x[hit]],
-        np.r_[y[hit], y[hit]],
+    ax, ay, bx, by = (np.ascontiguousarray(v, dtype=np.float64) for v in edges.segments)
+    edge, t, delta, x, y, touching = _pair_crossings(
+        shared[pairs.i], shared[pairs.j], ax, ay, bx, by, edges.weight, tol
     )
-    return crossings, bad
+    bad = np.r_[edges.part[touching], pairs.crowded_groups]
+    return _Crossings(edge, t, delta, x, y), bad
 
 
-def _line_distances(
-    line: np.ndarray, of: np.ndarray, segments: Segments
-) -> tuple[np.ndarray, np.ndarray]:
-    """Signed distances (positive on the left) of the ends of segments ``of`` from the lines
-    through segments ``line`` (indices)."""
-    ax, ay, bx, by = segments
-    rx, ry = bx[line] - ax[line], by[line] - ay[line]
-    length = np.hypot(rx, ry)
-    d0 = (rx * (ay[of] - ay[line]) - ry * (ax[of] - ax[line])) / length
-    d1 = (rx * (by[of] - ay[line]) - ry * (bx[of] - ax[line])) / length
-    return d0, d1
-
-
-def _distance(a: np.ndarray, b: np.ndarray, segments: Segments) -> np.ndarray:
-    """Distance between segments ``a`` and ``b`` (indices) where they do not cross: the least
-    distance from an endpoint of one to the other."""
-    ax, ay, bx, by = segments
-    return np.minimum.reduce(
-        [
-            _point_segment(ax[a], ay[a], b, segments),
-            _point_segment(bx[a], by[a], b, segments),
-            _point_segment(ax[b], ay[b], a, segments),
-            _point_segment(bx[b], by[b], a, segments),
-        ]
-    )
-
-
-def _point_segment(px: np.ndarray, py: np.ndarray, s: np.ndarray, segments: Segments) -> np.ndarray:
-    """Distance from points ``(px, py)`` to segments ``s`` (indices)."""
-    ax, ay, bx, by = (v[s] for v in segments)
-    dx, dy = bx - ax, by - ay
-    t = np.clip(((px - ax) * dx + (py - ay) * dy) / (dx * dx + dy * dy), 0.0, 1.0)
-    return np.hypot(ax + t * dx - px, ay + t * dy - py)
+@njit(cache=True, nogil=True)
+def _pair_crossings(
+    first: np.ndarray,
+    second: np.ndarray,
+    ax: np.ndarray,
+    ay: np.ndarray,
+    bx: np.ndarray,
+    by: np.ndarray,
+    weight: np.ndarray,
+    tol: float,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The proper crossings of edge pairs ``(first[k], second[k])`` as :class:`_Crossings`
+    columns (edge, t, delta, x, y; both edges of a crossing), and the edges of the pairs that
+    come within ``tol`` of each other without crossing properly (touching)."""
+    n = len(first)
+    edge = np.empty(2 * n, dtype=np.int64)
+    t = np.empty(2 * n)
+    delta = np.empty(2 * n)
+    x = np.empty(2 * n)
+    y = np.empty(2 * n)
+    touching = np.empty(2 * n, dtype=np.int64)
+    found = n_touching = 0
+    for k in range(n):
+        e, f = first[k], second[k]
+        # Measure against the longer edge's line, which is the better conditioned.
+        ex, ey, fx, fy = bx[e] - ax[e], by[e] - ay[e], bx[f] - ax[f], by[f] - ay[f]
+        long_, short = (e, f) if ex * ex + ey * ey >= fx * fx + fy * fy else (f, e)
+        rx, ry = bx[long_] - ax[long_], by[long_] - ay[long_]
+        length = np.sqrt(rx * rx + ry * ry)
+        # The short edge's ends from the long edge's line: signed distances times its length.
+        c0 = rx * (ay[short] - ay[long_]) - ry * (ax[short] - ax[long_])
+        c1 = rx * (by[short] - ay[long_]) - ry * (bx[short] - ax[long_])
+        # Both ends on one side, beyond tol: the edges neither cross nor touch.
+        if c0 * c1 > 0 and min(abs(c0), abs(c1)) > tol * length:
+            continue
+        if end_distance(long_, short, ax, ay, bx, by) <= tol:
+            touching[n_touching], touching[n_touching + 1] = long_, short
+            n_touching += 2
+            continue
+        if not c0 * c1 < 0:
+            continue
+        u = c0 / (c0 - c1)  # where the short edge meets the long edge's line
+        px, py = segment_point(ax[short], ay[short], bx[short], by[short], u)
+        along = ((px - ax[long_]) * rx + (py - ay[long_]) * ry) / (rx * rx + ry * ry)
+        if not (along > 0 and along < 1):
+            continue
+        # The short edge goes to the left of the long one when its distance grows.
+        sign = 1.0 if c1 > c0 else -1.0
+        edge[found], t[found], delta[found] = short, u, sign * weight[long_]
+        edge[n + found], t[n + found], delta[n + found] = long_, along, -sign * weight[short]
+        x[found] = x[n + found] = px
+        y[found] = y[n + found] = py
+        found += 1
+    # Short edges' rows, then long edges'.
+    keep = np.concatenate((np.arange(found), n + np.arange(found)))
+    return edge[keep], t[keep], delta[keep], x[keep], y[keep], touching[:n_touching]
 
 
 def _ring_start_counts(tree: shapely.STRtree, edges: _RingEdges, shared: np.ndarray) -> np.ndarray:
@@ -213,20 +215,73 @@ def _pieces(
 ) -> tuple[Segments, np.ndarray, np.ndarray]:
     """The ``shared`` edges cut at their crossings, in ring order; per piece, how many other
     polygons hold it, and the edge it was cut from."""
-    ax, ay, bx, by = edges.segments
-    cut = np.r_[shared, crossings.edge]
-    t = np.r_[np.zeros(len(shared)), crossings.t]
-    order = np.lexsort((t, cut))
-    cut = cut[order]
-    delta = np.r_[np.zeros(len(shared)), crossings.delta][order]
-    x = np.r_[ax[shared], crossings.x][order]
-    y = np.r_[ay[shared], crossings.y][order]
-    next_same = np.r_[cut[1:] == cut[:-1], False]
-    end_x = np.where(next_same, np.r_[x[1:], 0.0], bx[cut])
-    end_y = np.where(next_same, np.r_[y[1:], 0.0], by[cut])
-    ring = edges.ring[cut]
-    count = start_count[ring] + segmented_cumsum(delta, ring, len(start_count))
-    return Segments(x, y, end_x, end_y), np.rint(count).astype(np.int64), cut
+    ax, ay, bx, by = (np.ascontiguousarray(v, dtype=np.float64) for v in edges.segments)
+    x, y, end_x, end_y, count, cut = _cut_edges(
+        shared, *crossings, ax, ay, bx, by, edges.ring, start_count
+    )
+    return Segments(x, y, end_x, end_y), count, cut
+
+
+@njit(cache=True, nogil=True)
+def _cut_edges(
+    shared: np.ndarray,
+    edge: np.ndarray,
+    t: np.ndarray,
+    delta: np.ndarray,
+    x: np.ndarray,
+    y: np.ndarray,
+    ax: np.ndarray,
+    ay: np.ndarray,
+    bx: np.ndarray,
+    by: np.ndarray,
+    ring: np.ndarray,
+    start_count: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`_pieces` on columns: edges ``shared`` (ascending, so ring by ring) cut at the
+    crossings ``(edge, t, delta, x, y)``, each edge's crossings in order of ``t`` (ties in
+    their given order). Returns the pieces' start and end points, counts and edges."""
+    slot = np.full(len(ax), -1, dtype=np.int64)
+    slot[shared] = np.arange(len(shared))
+    # Crossings grouped by edge (a stable counting sort), then by t within each edge.
+    first = np.zeros(len(shared) + 1, dtype=np.int64)
+    for c in range(len(edge)):
+        first[slot[edge[c]] + 1] += 1
+    first = np.cumsum(first)
+    fill = first[:-1].copy()
+    order = np.empty(len(edge), dtype=np.int64)
+    for c in range(len(edge)):
+        order[fill[slot[edge[c]]]] = c
+        fill[slot[edge[c]]] += 1
+    for k in range(len(shared)):
+        for i in range(first[k] + 1, first[k + 1]):  # insertion sort: few crossings an edge
+            c = order[i]
+            j = i
+            while j > first[k] and t[order[j - 1]] > t[c]:
+                order[j] = order[j - 1]
+                j -= 1
+            order[j] = c
+
+    n = len(shared) + len(edge)
+    px, py = np.empty(n), np.empty(n)
+    qx, qy = np.empty(n), np.empty(n)
+    count = np.empty(n, dtype=np.int64)
+    cut = np.empty(n, dtype=np.int64)
+    p = 0
+    running = 0
+    for k in range(len(shared)):
+        e = shared[k]
+        if k == 0 or ring[e] != ring[shared[k - 1]]:
+            running = start_count[ring[e]]
+        px[p], py[p], count[p], cut[p] = ax[e], ay[e], running, e
+        p += 1
+        for i in range(first[k], first[k + 1]):
+            c = order[i]
+            qx[p - 1], qy[p - 1] = x[c], y[c]
+            running += int(delta[c])
+            px[p], py[p], count[p], cut[p] = x[c], y[c], running, e
+            p += 1
+        qx[p - 1], qy[p - 1] = bx[e], by[e]
+    return px, py, qx, qy, count, cut
 
 
 def _inconsistent_parts(edges: _RingEdges, cut: np.ndarray, count: np.ndarray) -> np.ndarray:
