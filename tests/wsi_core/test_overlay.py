@@ -369,3 +369,24 @@ def test_masked_counts_of_several_values_and_placements_match_oracle(tmp_path, r
     tiles = [(x, y) for y in range(-120, 760, 53) for x in range(-120, 800, 59)]
     overlap = check_against_oracle(path, image, roi, tiles, 0.5, 1.3)
     assert sum(o is None for o in overlap) > 10 and sum(o is not None for o in overlap) > 100
+
+
+@pytest.mark.parametrize("values", [(0, 255), (0, 1, 2, 3)])
+def test_windows_of_one_value_are_counted_without_gathering(tmp_path, monkeypatch, values):
+    """A window wholly on the overlay whose box holds one value is counted as the mask's
+    size; windows on a value's edge, and those hanging off the overlay, are gathered. Both
+    routes must give the oracle's counts."""
+    image = blobs(200, 260, seed=3, values=values)
+    path = write_pyramid_tiff(tmp_path / "blobs.tiff", image, mpp=2.0, n_levels=1)
+    gathered = []
+    pixel_counts = overlay_module._pixel_counts
+
+    def counting(codes, k, top, left, mask):
+        gathered.append(top.size)
+        return pixel_counts(codes, k, top, left, mask)
+
+    monkeypatch.setattr(overlay_module, "_pixel_counts", counting)
+    roi = Point(64, 64).buffer(60, quad_segs=16)
+    tiles = [(x, y) for y in range(-64, 1640, 64) for x in range(-64, 2100, 64)]
+    check_against_oracle(path, image, roi, tiles, 0.25, 2.0)
+    assert 0 < sum(gathered) < len(tiles) / 2

@@ -624,7 +624,11 @@ def _count_masked(
     gathered and taken off; or, when the mask holds fewer pixels than that, the mask's own
     pixels are gathered. Each pixel of the mask is in the box (a centre strictly inside the
     ROI is strictly inside its bounds), so either way counts exactly the mask's pixels, the
-    ones :func:`tile_overlay` leaves unmasked."""
+    ones :func:`tile_overlay` leaves unmasked.
+
+    A window wholly on the region whose box holds a single value holds only that value under
+    the mask too: its count is the mask's size, with nothing gathered. Most tiles of a tissue
+    mask lie inside or outside the tissue, so only those on its edges are gathered."""
     k = len(values.keys)
     counts = np.zeros((rows.size, k), dtype=np.int64)
     if not k:  # the band of tiles whose windows miss the image
@@ -633,20 +637,34 @@ def _count_masked(
     # Gathers index the flat region: a copy only for a strided plane (one channel of RGB).
     codes = np.ascontiguousarray(values.codes)
     top, left = windows.y[rows] - ry, windows.x[rows] - rx  # region-relative window origins
+    uniform = _wholly_on(codes, top, left, windows) & (np.count_nonzero(box, axis=1) == 1)
     roi_wkb, bounds = roi.wkb, roi.bounds  # once: shapely computes both anew on each access
     for members, offset_x, offset_y in _placements(windows, rows):
         inside = _rasterise(
             roi_wkb, windows.scale, offset_x, offset_y, windows.width, windows.height
         )
         box_mask = _box_mask(bounds, windows, offset_x, offset_y)
+        # The mask lies in the box (checked: cheap, and both short cuts rely on it).
+        in_box = not (inside > box_mask).any()
+        gathered = members
+        if in_box:
+            same = members[uniform[members]]
+            counts[same] = (box[same] != 0) * np.count_nonzero(inside)
+            gathered = members[~uniform[members]]
         outside = box_mask & ~inside
-        origin = (top[members], left[members])
-        # The mask lies in the box (checked: cheap, and the subtraction relies on it).
-        if np.count_nonzero(outside) < np.count_nonzero(inside) and not (inside > box_mask).any():
-            counts[members] = box[members] - _pixel_counts(codes, k, *origin, outside)
+        origin = (top[gathered], left[gathered])
+        if in_box and np.count_nonzero(outside) < np.count_nonzero(inside):
+            counts[gathered] = box[gathered] - _pixel_counts(codes, k, *origin, outside)
         else:
-            counts[members] = _pixel_counts(codes, k, *origin, inside)
+            counts[gathered] = _pixel_counts(codes, k, *origin, inside)
     return counts
+
+
+def _wholly_on(codes: np.ndarray, top: np.ndarray, left: np.ndarray, windows: _Windows):
+    """Bool per window: whether it lies wholly on ``codes`` (the region read), its origin
+    ``(top, left)`` in region-relative overlay-level pixels."""
+    h, w = codes.shape
+    return (top >= 0) & (left >= 0) & (top + windows.height <= h) & (left + windows.width <= w)
 
 
 def _placements(windows: _Windows, rows: np.ndarray) -> Iterator[tuple[np.ndarray, float, float]]:
