@@ -626,9 +626,10 @@ def _count_masked(
     ROI is strictly inside its bounds), so either way counts exactly the mask's pixels, the
     ones :func:`tile_overlay` leaves unmasked.
 
-    A window wholly on the region whose box holds a single value holds only that value under
-    the mask too: its count is the mask's size, with nothing gathered. Most tiles of a tissue
-    mask lie inside or outside the tissue, so only those on its edges are gathered."""
+    A window whose box holds a single value (on the region) holds only that value under the
+    mask too: its count is the size of the mask's part on the region, with nothing gathered.
+    Most tiles of a tissue mask lie inside or outside the tissue, so only those on its edges
+    are gathered."""
     k = len(values.keys)
     counts = np.zeros((rows.size, k), dtype=np.int64)
     if not k:  # the band of tiles whose windows miss the image
@@ -637,7 +638,7 @@ def _count_masked(
     # Gathers index the flat region: a copy only for a strided plane (one channel of RGB).
     codes = np.ascontiguousarray(values.codes)
     top, left = windows.y[rows] - ry, windows.x[rows] - rx  # region-relative window origins
-    uniform = _wholly_on(codes, top, left, windows) & (np.count_nonzero(box, axis=1) == 1)
+    uniform = np.count_nonzero(box, axis=1) == 1
     roi_wkb, bounds = roi.wkb, roi.bounds  # once: shapely computes both anew on each access
     for members, offset_x, offset_y in _placements(windows, rows):
         inside = _rasterise(
@@ -649,7 +650,8 @@ def _count_masked(
         gathered = members
         if in_box:
             same = members[uniform[members]]
-            counts[same] = (box[same] != 0) * np.count_nonzero(inside)
+            sizes = _sizes_on(inside, top[same], left[same], codes.shape)
+            counts[same] = (box[same] != 0) * sizes[:, None]
             gathered = members[~uniform[members]]
         outside = box_mask & ~inside
         origin = (top[gathered], left[gathered])
@@ -660,11 +662,19 @@ def _count_masked(
     return counts
 
 
-def _wholly_on(codes: np.ndarray, top: np.ndarray, left: np.ndarray, windows: _Windows):
-    """Bool per window: whether it lies wholly on ``codes`` (the region read), its origin
-    ``(top, left)`` in region-relative overlay-level pixels."""
-    h, w = codes.shape
-    return (top >= 0) & (left >= 0) & (top + windows.height <= h) & (left + windows.width <= w)
+def _sizes_on(
+    mask: np.ndarray, top: np.ndarray, left: np.ndarray, shape: tuple[int, ...]
+) -> np.ndarray:
+    """Per window origin ``(top, left)`` (region-relative overlay-level pixels), how many
+    pixels of ``mask`` (bool, window-sized) lie on a region of ``shape`` ``(h, w)``: four
+    look-ups in the mask's summed-area table over the window's part on the region."""
+    height, width = mask.shape
+    table = np.zeros((height + 1, width + 1), dtype=np.int64)
+    table[1:, 1:] = mask.cumsum(axis=0).cumsum(axis=1)
+    y0, y1 = np.clip(-top, 0, height), np.clip(shape[0] - top, 0, height)
+    x0, x1 = np.clip(-left, 0, width), np.clip(shape[1] - left, 0, width)
+    y1, x1 = np.maximum(y1, y0), np.maximum(x1, x0)
+    return table[y1, x1] - table[y0, x1] - table[y1, x0] + table[y0, x0]
 
 
 def _placements(windows: _Windows, rows: np.ndarray) -> Iterator[tuple[np.ndarray, float, float]]:
