@@ -166,18 +166,23 @@ def _sweep(
     more than ``pairs_per_edge`` box tests an edge."""
     budget = pairs_per_edge * m
     for k in range(m):
-        for step in range(k + 1, m):
-            if lo_x[step] > hi_x[k] + tol:
-                break
-            budget -= 1
-            if budget < 0:
-                return False
-            if lo_y[step] > hi_y[k] + tol or lo_y[k] > hi_y[step] + tol:
-                continue
+        stop = k + 1
+        while stop < m and lo_x[stop] <= hi_x[k] + tol:
+            stop += 1
+        budget -= stop - k - 1
+        if budget < 0:
+            return False
+        for step in range(k + 1, stop):
             i, j = order[k], order[step]
-            if abs(i - j) == 1 or abs(i - j) == m - 1:
-                continue  # consecutive: checked by _folds
-            if not _apart(i, j, ax, ay, bx, by, tol):
+            # One branch for the whole test (its parts are unpredictable); consecutive edges
+            # were checked by _folds.
+            near = (
+                (lo_y[step] <= hi_y[k] + tol)
+                & (lo_y[k] <= hi_y[step] + tol)
+                & (abs(i - j) != 1)
+                & (abs(i - j) != m - 1)
+            )
+            if near and not _apart(i, j, ax, ay, bx, by, tol):
                 return False
     return True
 

@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 import numpy as np
 import shapely
+from numba import njit
 
 from wsi_core.tiling.ragged import at_most, bounded_chunks, group_bounds, ragged_expand, sum_by
 from wsi_core.tiling.segment_pairs import Segments
@@ -124,18 +125,12 @@ class RectCoverage:
         lo_x, hi_x = np.minimum(pieces.ax, pieces.bx), np.maximum(pieces.ax, pieces.bx)
         lo_y, hi_y = np.minimum(pieces.ay, pieces.by), np.maximum(pieces.ay, pieces.by)
         near = _ByTile(*buckets.join(lo_x, lo_y, hi_x, hi_y, self.tol), len(self.x0))
+        ax, ay, bx, by = (np.ascontiguousarray(v, dtype=np.float64) for v in pieces)
         for lo, hi in at_most(bounded_chunks(near.count, _CHUNK_ROWS), _CHUNK_TILES):
             piece, tile = near.take(lo, hi)
-            terms = _clipped_x_dy(
-                pieces.ax[piece] - self.x0[tile],
-                pieces.ay[piece] - self.y0[tile],
-                pieces.bx[piece] - self.x0[tile],
-                pieces.by[piece] - self.y0[tile],
-                self.w[tile],
-                self.h[tile],
-                np.maximum(pieces.ax[piece], pieces.bx[piece]) > self.x1[tile],
+            _add_clipped_x_dy(
+                piece, tile, ax, ay, bx, by, self.x0, self.y0, self.x1, self.w, self.h, area
             )
-            area[lo:hi] += sum_by(tile - lo, terms, hi - lo)
             if done is not None:
                 done(hi - lo)
 
@@ -219,38 +214,54 @@ def _short_pieces(segments: Segments, width: float, height: float) -> Segments:
     return Segments(*ordered.point_at(start / n[seg], seg), *ordered.point_at(end / n[seg], seg))
 
 
-def _clipped_x_dy(
+@njit(cache=True, nogil=True)
+def _add_clipped_x_dy(
+    piece: np.ndarray,
+    tile: np.ndarray,
     ax: np.ndarray,
     ay: np.ndarray,
     bx: np.ndarray,
     by: np.ndarray,
+    x0: np.ndarray,
+    y0: np.ndarray,
+    x1: np.ndarray,
     w: np.ndarray,
     h: np.ndarray,
-    beyond: np.ndarray,
-) -> np.ndarray:
-    """∫ x dy along each segment's part inside its tile [0, w] x [0, h] (tile-local level-0
-    pixels), 0 where it misses the tile (Liang-Barsky clipping).
+    area: np.ndarray,
+) -> None:
+    """Add to ``area[tile[k]]`` the ∫ x dy along segment ``piece[k]``'s part inside that tile
+    (Liang-Barsky clipping in tile-local level-0 pixels, R = [0, w] x [0, h] from the tile's
+    corner ``(x0, y0)``); nothing where it misses the tile.
 
-    ``beyond``: the segment reaches right of the tile's right side (decided at level 0). A
-    vertical segment at x = w counts in the tile only where it does not: local coordinates can
-    round a segment an ulp right of the side onto it, and the right-side counts, which decide
-    at level 0, must see the same segment."""
-    dx, dy = bx - ax, by - ay
-    with np.errstate(divide="ignore", invalid="ignore"):
-        enter_x = np.where(dx > 0, -ax / dx, (w - ax) / dx)
-        leave_x = np.where(dx > 0, (w - ax) / dx, -ax / dx)
-        in_x = (ax >= 0) & (ax <= w) & ~beyond
-        enter_x = np.where(dx == 0, np.where(in_x, -np.inf, np.inf), enter_x)
-        leave_x = np.where(dx == 0, np.inf, leave_x)
-        enter_y = np.where(dy > 0, -ay / dy, (h - ay) / dy)
-        leave_y = np.where(dy > 0, (h - ay) / dy, -ay / dy)
-        enter_y = np.where(dy == 0, np.where((ay >= 0) & (ay <= h), -np.inf, np.inf), enter_y)
-        leave_y = np.where(dy == 0, np.inf, leave_y)
-        t0 = np.maximum(np.maximum(enter_x, enter_y), 0.0)
-        t1 = np.minimum(np.minimum(leave_x, leave_y), 1.0)
-        # lerp form: exact original vertices at t = 0 and t = 1.
-        px0 = np.clip(ax * (1 - t0) + bx * t0, 0, w)
-        py0 = np.clip(ay * (1 - t0) + by * t0, 0, h)
-        px1 = np.clip(ax * (1 - t1) + bx * t1, 0, w)
-        py1 = np.clip(ay * (1 - t1) + by * t1, 0, h)
-        return np.where(t1 > t0, 0.5 * (px0 + px1) * (py1 - py0), 0.0)
+    A vertical segment on the tile's right side counts only where it does not reach right of
+    that side at level 0 (``x1``, the side's level-0 x): local coordinates can round a segment
+    an ulp right of the side onto it, and the right-side counts, which decide at level 0, must
+    see the same segment."""
+    for k in range(len(piece)):
+        p, t = piece[k], tile[k]
+        lax, lay = ax[p] - x0[t], ay[p] - y0[t]
+        lbx, lby = bx[p] - x0[t], by[p] - y0[t]
+        width, height = w[t], h[t]
+        dx, dy = lbx - lax, lby - lay
+        if dx == 0:
+            inside = lax >= 0 and lax <= width and not max(ax[p], bx[p]) > x1[t]
+            enter_x, leave_x = (-np.inf if inside else np.inf), np.inf
+        elif dx > 0:
+            enter_x, leave_x = -lax / dx, (width - lax) / dx
+        else:
+            enter_x, leave_x = (width - lax) / dx, -lax / dx
+        if dy == 0:
+            enter_y, leave_y = (-np.inf if lay >= 0 and lay <= height else np.inf), np.inf
+        elif dy > 0:
+            enter_y, leave_y = -lay / dy, (height - lay) / dy
+        else:
+            enter_y, leave_y = (height - lay) / dy, -lay / dy
+        t0 = max(enter_x, enter_y, 0.0)
+        t1 = min(leave_x, leave_y, 1.0)
+        if t1 > t0:
+            # lerp form: exact original vertices at t = 0 and t = 1.
+            px0 = min(max(lax * (1 - t0) + lbx * t0, 0.0), width)
+            py0 = min(max(lay * (1 - t0) + lby * t0, 0.0), height)
+            px1 = min(max(lax * (1 - t1) + lbx * t1, 0.0), width)
+            py1 = min(max(lay * (1 - t1) + lby * t1, 0.0), height)
+            area[t] += 0.5 * (px0 + px1) * (py1 - py0)

@@ -127,58 +127,125 @@ def _pairs_in_cells(
     pairs ``(i, j)``, and which segments lie in a cell of more than ``crowded_cell`` pieces."""
     seg, x0, y0, x1, y1 = pieces
     n = seg[-1] + 1
-    # The entries' boxes and groups in cell order: the pair loop reads them in sequence.
+    # The entries' boxes, groups and lower-corner cells in cell order: the pair loop reads them
+    # in sequence.
     ex0, ey0, ex1, ey1 = x0[piece], y0[piece], x1[piece], y1[piece]
+    column = np.floor((ex0 - origin[0]) / cell).astype(np.int64)
+    row = np.floor((ey0 - origin[1]) / cell).astype(np.int64)
     eseg = seg[piece]
     egroup = group[eseg]
-    single = np.bincount(seg) == 1
+    single = (np.bincount(seg) == 1)[eseg]
     crowded = np.zeros(n, dtype=np.bool_)
-    # Pair keys i * n + j: those of two one-piece segments are met once; the others may be met
-    # in several cells and are deduplicated after.
-    once, n_once = np.empty(max(16, n), dtype=np.int64), 0
-    again, n_again = np.empty(max(16, n), dtype=np.int64), 0
-    run = 0
-    while run < len(key):
-        stop = run + 1
-        while stop < len(key) and key[stop] == key[run]:
-            stop += 1
-        if stop - run > crowded_cell:
-            crowded[eseg[run:stop]] = True
+    # Two passes: count each entry's partners, then write the partners of the entries that have
+    # some (the counting loop has no branch, so the compiler vectorises it).
+    partners = np.zeros(len(key), dtype=np.int64)
+    found_v = np.empty(0, dtype=np.int64)
+    start = np.empty(0, dtype=np.int64)
+    for write in (False, True):
+        run = 0
+        while run < len(key):
+            stop = run + 1
+            while stop < len(key) and key[stop] == key[run]:
+                stop += 1
+            if stop - run > crowded_cell:
+                crowded[eseg[run:stop]] = True
+            else:
+                cell_at = (key[run] // _KEY_ROWS, key[run] % _KEY_ROWS)
+                _cell_partners(
+                    run,
+                    stop,
+                    cell_at,
+                    egroup,
+                    ex0,
+                    ey0,
+                    ex1,
+                    ey1,
+                    column,
+                    row,
+                    partners,
+                    start,
+                    found_v,
+                )
             run = stop
-            continue
-        # Entries keep the segments' order within a cell, so a group's entries there are
-        # usually one run: each entry is paired from the end of its run on.
-        group_end = stop
-        for u in range(stop - 1, run - 1, -1):
-            if u + 1 < stop and egroup[u + 1] != egroup[u]:
-                group_end = u + 1
-            for v in range(group_end, stop):
-                if egroup[u] == egroup[v]:
-                    continue
-                x, y = max(ex0[u], ex0[v]), max(ey0[u], ey0[v])
-                if x > min(ex1[u], ex1[v]) or y > min(ey1[u], ey1[v]):
-                    continue
-                # Each pair of pieces counts in one cell only: the one holding the corner of
-                # their boxes' overlap.
-                if _cell_key(x, y, origin, cell) != key[run]:
-                    continue
-                lo, hi = min(eseg[u], eseg[v]), max(eseg[u], eseg[v])
-                if single[lo] and single[hi]:
-                    once, n_once = _append(once, n_once, lo * n + hi)
-                else:
-                    again, n_again = _append(again, n_again, lo * n + hi)
-        run = stop
-    keys = np.concatenate((once[:n_once], _distinct(again[:n_again])))
+        if not write:
+            start = np.cumsum(partners) - partners
+            found_v = np.empty(partners.sum(), dtype=np.int64)
+            if len(found_v) == 0:
+                break
+    found_u = np.repeat(np.arange(len(key)), partners)
+    # A pair is met in one cell, by the corner rule, unless a segment has several pieces.
+    seg_u, seg_v = eseg[found_u], eseg[found_v]
+    pair = np.minimum(seg_u, seg_v) * n + np.maximum(seg_u, seg_v)
+    multi = ~(single[found_u] & single[found_v])
+    keys = np.concatenate((pair[~multi], _distinct(pair[multi])))
     return keys // n, keys % n, crowded
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _append(values: np.ndarray, count: int, value: int) -> tuple[np.ndarray, int]:
-    """``values[:count]`` with ``value`` after them (the array doubled when full)."""
-    if count == len(values):
-        values = np.concatenate((values, np.empty_like(values)))
-    values[count] = value
-    return values, count + 1
+def _meet(
+    u: int,
+    v: int,
+    cell: tuple[int, int],
+    egroup: np.ndarray,
+    ex0: np.ndarray,
+    ey0: np.ndarray,
+    ex1: np.ndarray,
+    ey1: np.ndarray,
+    column: np.ndarray,
+    row: np.ndarray,
+) -> bool:
+    """Whether entries ``u`` and ``v`` of ``cell`` (column, row) are of different groups and
+    their boxes overlap with the corner of the overlap in this cell (floor is monotonic, so the
+    corner's column and row are the larger of theirs), so that each pair of pieces meets in
+    one cell only. No branch: its parts are unpredictable."""
+    return (
+        (egroup[v] != egroup[u])
+        & (ex0[v] <= ex1[u])
+        & (ex0[u] <= ex1[v])
+        & (ey0[v] <= ey1[u])
+        & (ey0[u] <= ey1[v])
+        & (max(column[u], column[v]) == cell[0])
+        & (max(row[u], row[v]) == cell[1])
+    )
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _cell_partners(
+    run: int,
+    stop: int,
+    cell: tuple[int, int],
+    egroup: np.ndarray,
+    ex0: np.ndarray,
+    ey0: np.ndarray,
+    ex1: np.ndarray,
+    ey1: np.ndarray,
+    column: np.ndarray,
+    row: np.ndarray,
+    partners: np.ndarray,
+    start: np.ndarray,
+    found: np.ndarray,
+) -> None:
+    """For entries ``run..stop-1`` of ``cell``: how many later entries each meets
+    (:func:`_meet`), into ``partners``; or, when ``found`` is not empty, which ones, into
+    ``found[start[u]:start[u] + partners[u]]`` for each entry ``u``."""
+    write = len(found) > 0
+    # Entries keep the segments' order within a cell, so a group's entries there are usually
+    # one run: each entry is paired from the end of its run on.
+    group_end = stop
+    for u in range(stop - 1, run - 1, -1):
+        if u + 1 < stop and egroup[u + 1] != egroup[u]:
+            group_end = u + 1
+        if not write:
+            total = 0
+            for v in range(group_end, stop):
+                total += _meet(u, v, cell, egroup, ex0, ey0, ex1, ey1, column, row)
+            partners[u] = total
+        elif partners[u] > 0:
+            slot = start[u]
+            for v in range(group_end, stop):
+                if _meet(u, v, cell, egroup, ex0, ey0, ex1, ey1, column, row):
+                    found[slot] = v
+                    slot += 1
 
 
 @njit(cache=True, nogil=True)
@@ -210,14 +277,6 @@ def _hash(key: int, bits: int) -> np.int64:
 
 
 _KEY_ROWS = 1 << 31  # cell keys: column * _KEY_ROWS + row (the cell's floor keeps both below)
-
-
-@njit(cache=True, nogil=True, inline="always")
-def _cell_key(x: float, y: float, origin: tuple[float, float], cell: float) -> int:
-    """The key of the cell holding point ``(x, y)``, in a grid of cells ``cell`` wide whose
-    first cell has its lower corner at ``origin``."""
-    column = int(np.floor((x - origin[0]) / cell))
-    return column * _KEY_ROWS + int(np.floor((y - origin[1]) / cell))
 
 
 @njit(cache=True, nogil=True)

@@ -67,18 +67,19 @@ def union_boundary(parts: np.ndarray, tol: float, by_geos: bool = False) -> Segm
     if len(parts) == 0:
         return Segments(*(np.empty(0),) * 4)
     edges = _ring_edges(parts)
-    tree = shapely.STRtree(parts)
-    group, alone = _overlap_groups(tree, parts, tol)
+    near = _near_parts(parts, tol)
+    group, alone = _overlap_groups(len(parts), near)
     failed = np.zeros(group.max() + 1, dtype=bool)
     failed[group[~alone]] = by_geos
     shared = np.flatnonzero(~alone[edges.part] & ~failed[group[edges.part]])
     crossings, touching = _crossings(edges, shared, tol)
     failed[group[touching]] = True
-    pieces, count, edge = _pieces(edges, shared, crossings, _ring_start_counts(tree, edges, shared))
+    pieces, count, edge = _pieces(edges, shared, crossings, _ring_start_counts(edges, near))
     failed[group[_inconsistent_parts(edges, edge, count)]] = True
     # Crossings closer than tol along an edge (three edges through about one point) may be
     # ordered by rounding, which would leave gaps of a few ulps in the boundary.
-    failed[group[edges.part[edge[_length(pieces) <= tol]]]] = True
+    dx, dy = pieces.bx - pieces.ax, pieces.by - pieces.ay
+    failed[group[edges.part[edge[dx * dx + dy * dy <= tol * tol]]]] = True
     keep = (count == 0) & ~failed[group[edges.part[edge]]]
     by_union = np.flatnonzero(failed[group])
     return _concat(
@@ -115,16 +116,19 @@ def _ring_edges(parts: np.ndarray) -> _RingEdges:
     )
 
 
-def _overlap_groups(
-    tree: shapely.STRtree, parts: np.ndarray, tol: float
-) -> tuple[np.ndarray, np.ndarray]:
-    """Per polygon: its group (polygons linked by boxes that come within ``tol`` of each other),
-    and whether it is alone in its group."""
-    n = len(parts)
+def _near_parts(parts: np.ndarray, tol: float) -> tuple[np.ndarray, np.ndarray]:
+    """Pairs ``(a, b)`` of different polygons whose boxes come within ``tol`` of each other,
+    both ways round."""
     x0, y0, x1, y1 = shapely.bounds(parts).T
-    a, b = tree.query(shapely.box(x0 - tol, y0 - tol, x1 + tol, y1 + tol))
+    a, b = shapely.STRtree(parts).query(shapely.box(x0 - tol, y0 - tol, x1 + tol, y1 + tol))
     other = a != b
-    group = connected_groups(n, a[other], b[other])
+    return a[other], b[other]
+
+
+def _overlap_groups(n: int, near: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Per polygon of ``n``: its group (polygons linked by the ``near`` pairs), and whether it
+    is alone in its group."""
+    group = connected_groups(n, *near)
     alone = np.bincount(group, minlength=n)[group] == 1
     return group, alone
 
@@ -199,15 +203,58 @@ def _pair_crossings(
     return edge[keep], t[keep], delta[keep], x[keep], y[keep], touching[:n_touching]
 
 
-def _ring_start_counts(tree: shapely.STRtree, edges: _RingEdges, shared: np.ndarray) -> np.ndarray:
-    """Per ring: how many other polygons hold its first vertex (in their interior); counted
-    for the rings of the ``shared`` edges only (0 elsewhere)."""
-    rings = np.unique(edges.ring[shared])
-    first = edges.ring_first[rings]
-    points = shapely.points(edges.segments.ax[first], edges.segments.ay[first])
-    point, part = tree.query(points, predicate="within")
-    other = part != edges.ring_part[rings[point]]
-    return np.bincount(rings[point[other]], minlength=len(edges.ring_first))
+def _ring_start_counts(edges: _RingEdges, near: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    """Per ring: how many other polygons hold its first vertex, counted among the polygons
+    ``near`` its own (pairs from :func:`_near_parts`). A vertex on another polygon's boundary
+    may count either way: its edges then touch that polygon's, which sends their group to
+    GEOS."""
+    ax, ay, bx, by = (np.ascontiguousarray(v, dtype=np.float64) for v in edges.segments)
+    n_parts = int(edges.ring_part.max()) + 1 if len(edges.ring_part) else 0
+    part_edges, _ = group_bounds(edges.part, n_parts)
+    part_rings, _ = group_bounds(edges.ring_part, n_parts)
+    return _count_holders(
+        *near,
+        np.r_[part_edges, len(ax)],
+        np.r_[part_rings, len(edges.ring_first)],
+        edges.ring_first,
+        ax,
+        ay,
+        bx,
+        by,
+    )
+
+
+@njit(cache=True, nogil=True)
+def _count_holders(
+    first: np.ndarray,
+    second: np.ndarray,
+    part_edges: np.ndarray,
+    part_rings: np.ndarray,
+    ring_first: np.ndarray,
+    ax: np.ndarray,
+    ay: np.ndarray,
+    bx: np.ndarray,
+    by: np.ndarray,
+) -> np.ndarray:
+    """:func:`_ring_start_counts` on columns: for each pair ``(first[k], second[k])``, the rings
+    of polygon ``first[k]`` whose first vertex polygon ``second[k]`` holds get one more. The
+    edges of polygon p are ``part_edges[p]..part_edges[p + 1]``, its rings ``part_rings[p]..``
+    likewise; a point is held where a ray to its right crosses the polygon's edges an odd
+    number of times (each edge taken as holding its lower end, not its upper)."""
+    count = np.zeros(len(ring_first), dtype=np.int64)
+    for k in range(len(first)):
+        p, q = first[k], second[k]
+        for r in range(part_rings[p], part_rings[p + 1]):
+            if ring_first[r] < 0:
+                continue
+            px, py = ax[ring_first[r]], ay[ring_first[r]]
+            inside = False
+            for e in range(part_edges[q], part_edges[q + 1]):
+                if (ay[e] > py) != (by[e] > py):
+                    x = ax[e] + (py - ay[e]) * (bx[e] - ax[e]) / (by[e] - ay[e])
+                    inside ^= px < x
+            count[r] += inside
+    return count
 
 
 def _pieces(
@@ -297,11 +344,6 @@ def _inconsistent_parts(edges: _RingEdges, cut: np.ndarray, count: np.ndarray) -
     unbalanced = np.zeros(n_rings, dtype=bool)
     unbalanced[ring[last]] = count[last] != count[first]
     return edges.ring_part[negative | unbalanced]
-
-
-def _length(segments: Segments) -> np.ndarray:
-    """Length of each segment."""
-    return np.hypot(segments.bx - segments.ax, segments.by - segments.ay)
 
 
 def _oriented(segments: Segments, weight: np.ndarray) -> Segments:
