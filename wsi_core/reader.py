@@ -227,8 +227,9 @@ class SlideReader(LevelsMixin, ABC):
         """Raw samples of a window of ``level`` (level coords) that lies wholly inside it.
 
         Shape ``(height, width)`` or ``(height, width, channels)``, native dtype (see the
-        backend for what its samples are). A window that leaves the level raises
-        ``ValueError``: clipping is the caller's decision.
+        backend for what its samples are), in a new array that is the caller's to keep or
+        overwrite. A window that leaves the level raises ``ValueError``: clipping is the
+        caller's decision.
         """
         x, y, width, height = int(x), int(y), int(width), int(height)
         self._check_window(level, x, y, width, height)

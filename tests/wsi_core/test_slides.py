@@ -103,6 +103,8 @@ def test_tiff_reader_read_level_region_equals_slice(written, window):
             region = slide.read_level_region(level, x, y, w, h)
             assert region.dtype == np.uint8
             np.testing.assert_array_equal(region, expected)
+            region[...] = 7  # the caller's to overwrite: a read afterwards is unchanged
+            np.testing.assert_array_equal(slide.read_level_region(level, x, y, w, h), expected)
 
 
 def test_tiff_reader_read_tile_hangs_off_edge(written):
@@ -167,6 +169,9 @@ def test_openslide_reads_page_pyramids(images, tmp_path, kind, unit):
             # OpenSlide reads whole level pixels only where x * downsample is a whole number
             np.testing.assert_array_equal(slide.read_tile(0, 0, width, height, level), data)
             np.testing.assert_array_equal(slide.read_level_region(level, 0, 0, width, height), data)
+        region = slide.read_level_region(0, 250, 120, 20, 300)
+        np.testing.assert_array_equal(region, _rgb(image)[120:420, 250:270])
+        region[...] = 7  # the caller's to overwrite: a read afterwards is unchanged
         np.testing.assert_array_equal(
             slide.read_level_region(0, 250, 120, 20, 300), _rgb(image)[120:420, 250:270]
         )

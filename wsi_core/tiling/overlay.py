@@ -247,8 +247,9 @@ def tile_overlay_overlap(
     same test as the coverage kernel's) is counted from block sums between the tiles' edges
     over each read of the overlay level, with no per-tile mask; other ROIs rasterise one mask
     per distinct sub-pixel placement and correct the box counts of its tiles by the pixels
-    gathered outside the mask (or count the mask's own, when fewer). Both count exactly the
-    pixels :func:`tile_overlay` leaves unmasked.
+    gathered outside the mask (or count the mask's own, when fewer), except where a tile's
+    box holds one value, which the mask then holds alone. Both count exactly the pixels
+    :func:`tile_overlay` leaves unmasked.
 
     Called with Ray Data column expressions (``ray.data.expressions.col("tile_x")``) for any
     of the per-tile arguments, it returns a Ray Data expression for
@@ -348,7 +349,8 @@ def overlap_fractions(
     reporter = Throttled(progress, tiles.size)
     for slide, windows in _groups(roi, tiles, overlay_mpp, storage_options):
         for rows, region, rx, ry in _read_bands(slide, windows):
-            values = encode_values(region, overwrite=True)  # the region is not used again
+            # The region is a new array (read_level_region) used only here: coded in place.
+            values = encode_values(region, overwrite=True)
             columns = np.array(
                 [keys.setdefault(key, len(keys)) for key in values.keys], dtype=np.intp
             )
