@@ -130,10 +130,10 @@ def _pairs_in_cells(
     # The entries' boxes, groups and lower-corner cells in cell order: the pair loop reads them
     # in sequence.
     ex0, ey0, ex1, ey1 = x0[piece], y0[piece], x1[piece], y1[piece]
-    column = np.floor((ex0 - origin[0]) / cell).astype(np.int64)
-    row = np.floor((ey0 - origin[1]) / cell).astype(np.int64)
+    column = np.floor((ex0 - origin[0]) / cell).astype(np.int32)
+    row = np.floor((ey0 - origin[1]) / cell).astype(np.int32)
     eseg = seg[piece]
-    egroup = group[eseg]
+    egroup = group[eseg].astype(np.int32)
     single = (np.bincount(seg) == 1)[eseg]
     crowded = np.zeros(n, dtype=np.bool_)
     # Two passes: count each entry's partners, then write the partners of the entries that have
@@ -284,52 +284,69 @@ def _cell_entries(
     pieces: _Pieces, origin: tuple[float, float], cell: float
 ) -> tuple[np.ndarray, np.ndarray]:
     """(piece, cell key) for every cell each piece's box meets (a piece spans one cell at most,
-    plus the tolerance, so a few), in piece order."""
-    _, x0, y0, x1, y1 = pieces
-    cx0 = np.floor((x0 - origin[0]) / cell).astype(np.int64)
-    cx1 = np.floor((x1 - origin[0]) / cell).astype(np.int64)
-    cy0 = np.floor((y0 - origin[1]) / cell).astype(np.int64)
-    cy1 = np.floor((y1 - origin[1]) / cell).astype(np.int64)
-    total = ((cx1 - cx0 + 1) * (cy1 - cy0 + 1)).sum()
-    piece = np.empty(total, dtype=np.int64)
+    plus the tolerance, so a few), in piece order. Pieces are numbered in 32 bits: memory is
+    what this costs most (fresh pages fault in one by one)."""
+    n_pieces = len(pieces[0])
+    total = 0
+    for p in range(n_pieces):
+        columns, rows, _, _ = _cells_met(p, pieces, origin, cell)
+        total += columns * rows
+    piece = np.empty(total, dtype=np.int32)
     key = np.empty(total, dtype=np.int64)
     k = 0
-    for p in range(len(x0)):
-        for cx in range(cx0[p], cx1[p] + 1):
-            for cy in range(cy0[p], cy1[p] + 1):
-                piece[k], key[k] = p, cx * _KEY_ROWS + cy
+    for p in range(n_pieces):
+        columns, rows, cx, cy = _cells_met(p, pieces, origin, cell)
+        for i in range(columns):
+            for j in range(rows):
+                piece[k], key[k] = p, (cx + i) * _KEY_ROWS + cy + j
                 k += 1
     return piece, key
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _cells_met(
+    p: int, pieces: _Pieces, origin: tuple[float, float], cell: float
+) -> tuple[int, int, int, int]:
+    """How many columns and rows of cells piece ``p``'s box meets, and its first cell's column
+    and row."""
+    _, x0, y0, x1, y1 = pieces
+    cx0 = int(np.floor((x0[p] - origin[0]) / cell))
+    cy0 = int(np.floor((y0[p] - origin[1]) / cell))
+    cx1 = int(np.floor((x1[p] - origin[0]) / cell))
+    cy1 = int(np.floor((y1[p] - origin[1]) / cell))
+    return cx1 - cx0 + 1, cy1 - cy0 + 1, cx0, cy0
+
+
 @njit(cache=True, nogil=True)
 def _by_cell(key: np.ndarray) -> np.ndarray:
-    """A stable order of the entries that brings equal keys together: a counting sort by a hash
-    of the key (about half the buckets stay empty, so few keys share one), then the buckets
-    holding several keys sorted by key."""
+    """A stable order (32-bit indices) of the entries that brings equal keys together: a
+    counting sort by a hash of the key (as many buckets as entries, give or take a factor of
+    two, so few keys share one), then the buckets holding several keys sorted by key."""
     bits = 1
-    while (1 << bits) < 2 * len(key):
+    while (1 << bits) < len(key):
         bits += 1
-    bucket = np.empty(len(key), dtype=np.int64)
+    # end[b] counts bucket b's entries, then becomes its end as the entries are placed.
+    end = np.zeros(1 << bits, dtype=np.int64)
     for e in range(len(key)):
-        bucket[e] = _hash(key[e], bits)
-    start = np.zeros((1 << bits) + 1, dtype=np.int64)
+        end[_hash(key[e], bits)] += 1
+    total = 0
+    for b in range(1 << bits):
+        total, end[b] = total + end[b], total
+    order = np.empty(len(key), dtype=np.int32)
     for e in range(len(key)):
-        start[bucket[e] + 1] += 1
-    start = np.cumsum(start)
-    fill = start[:-1].copy()
-    order = np.empty(len(key), dtype=np.int64)
-    for e in range(len(key)):
-        order[fill[bucket[e]]] = e
-        fill[bucket[e]] += 1
-    for b in range(len(start) - 1):
-        lo, hi = start[b], start[b + 1]
+        slot = _hash(key[e], bits)
+        order[end[slot]] = e
+        end[slot] += 1
+    lo = 0
+    for b in range(1 << bits):
+        hi = end[b]
         mixed = False
         for e in range(lo + 1, hi):
             mixed |= key[order[e]] != key[order[lo]]
         if mixed:
             entries = order[lo:hi]
             order[lo:hi] = entries[np.argsort(key[entries], kind="mergesort")]
+        lo = hi
     return order
 
 
