@@ -30,8 +30,6 @@ import shapely
 from shapely.geometry import MultiPolygon, Polygon
 from shapely.geometry.base import BaseGeometry
 
-from wsi_core.simple_rings import clearly_valid
-
 PolygonalGeometry: TypeAlias = Polygon | MultiPolygon
 
 # shapely type ids
@@ -188,6 +186,9 @@ def valid_polygon_parts(geoms: np.ndarray) -> np.ndarray:
     the polygonal part). Parts stay separate, so they may overlap: callers that measure area
     take their union. The valid parts come first, then the repaired ones.
     """
+    # Compiled by numba, which costs 120 MB and a third of a second to import: only here.
+    from wsi_core.simple_rings import clearly_valid
+
     geoms = explode_polygons(shapely.force_2d(geoms))
     # GEOS checks only the polygons a fast sweep cannot prove valid (holes, near contacts).
     invalid = np.zeros(len(geoms), dtype=bool)

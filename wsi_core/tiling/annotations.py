@@ -46,7 +46,6 @@ from wsi_core.geometry import (
 )
 from wsi_core.progress import Progress, Throttled
 from wsi_core.tiling.ragged import bounded_chunks, sum_by
-from wsi_core.tiling.rect_coverage import RectCoverage
 from wsi_core.tiling.tile_buckets import TileBuckets
 
 Downsample: TypeAlias = float | Sequence[float] | np.ndarray
@@ -362,6 +361,9 @@ def annotation_coverage(
         reporter.finish()
         return np.zeros(n, dtype=np.float64)
     if is_axis_aligned_rectangle(roi):
+        # Compiled by numba, which costs 120 MB and a third of a second to import: only here.
+        from wsi_core.tiling.rect_coverage import RectCoverage
+
         coverage = RectCoverage(parts, roi.bounds, origins, ds).coverage(reporter.add)
     else:
         coverage = _general_coverage(parts, roi, origins, ds, reporter.add)
