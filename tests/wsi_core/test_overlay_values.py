@@ -45,8 +45,9 @@ def test_codes_and_keys_equal_the_sorted_values(dtype, values, overwrite):
 
 
 def test_a_third_value_in_the_last_row_is_found():
-    """The two-value test counts a few rows at a time: a value met only at the end of the
-    plane still sends it to the lookup table, unchanged though it may be overwritten."""
+    """The two-value test goes row by row, stopping at the first row with a third value: a
+    value met only at the end of the plane still sends it to the lookup table, unchanged
+    though it may be overwritten."""
     plane = np.full((2000, 300), 255, dtype=np.uint8)
     plane[:1000] = 7
     plane[-1, -1] = 100

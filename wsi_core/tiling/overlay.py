@@ -817,26 +817,13 @@ def _block_table(present: np.ndarray, cuts_x: np.ndarray, cuts_y: np.ndarray) ->
     ``present[:cuts_y[j], :cuts_x[i]]`` (a bool or 0/1 uint8 plane of region pixels). Summing
     the blocks first touches every pixel once and leaves a table the size of the tile grid,
     not of the overlay level."""
-    blocks = np.add.reduceat(_strip_sums(present, cuts_y), cuts_x[:-1], axis=1, dtype=np.int64)
+    # Compiled by numba, which costs 120 MB and a third of a second to import: only here.
+    from wsi_core.tiling.overlay_kernels import block_sums
+
+    blocks = block_sums(present.view(np.uint8), cuts_y, cuts_x)
     table = np.zeros((cuts_y.size, cuts_x.size), dtype=np.int64)
     table[1:, 1:] = blocks.cumsum(axis=0).cumsum(axis=1)
     return table
-
-
-def _strip_sums(present: np.ndarray, cuts_y: np.ndarray) -> np.ndarray:
-    """Per column, the pixels set in each strip of rows between cuts: ``(strips, width)``.
-
-    Adding whole rows runs over contiguous memory, in the narrowest unsigned dtype that holds
-    the tallest strip (a count is at most its height), where a ``reduceat`` across x over
-    blocks a few dozen pixels wide costs several times more."""
-    heights = np.diff(cuts_y)
-    dtype = np.min_scalar_type(int(heights.max()))
-    strips = np.empty((heights.size, present.shape[1]), dtype=dtype)
-    pixels = present.view(np.uint8)
-    edges = cuts_y.tolist()
-    for j in range(heights.size):
-        np.add.reduce(pixels[edges[j] : edges[j + 1]], axis=0, dtype=dtype, out=strips[j])
-    return strips
 
 
 def _owned_range(lo: float, hi: float, scale: float, offset: np.ndarray, size: int):

@@ -13,10 +13,6 @@ from typing import NamedTuple
 
 import numpy as np
 
-# Pixels compared at once when counting one value (a 256 KB bool buffer): small enough to
-# stay in cache and to come from the heap without page faults.
-COUNT_PIXELS = 1 << 18
-
 
 class ValueCodes(NamedTuple):
     """``codes[y, x]`` indexes ``keys``: unsigned or ``intp`` integers in ``[0, len(keys))``."""
@@ -67,39 +63,28 @@ def _two_values(plane: np.ndarray, in_place: bool = False) -> ValueCodes | None:
     """Codes of an unsigned plane holding at most two values (a tissue mask), else None;
     written over ``plane`` (``uint8`` only) when ``in_place``, left unchanged otherwise.
 
-    Its minimum and maximum, two counts and one comparison: a few vectorised passes, where
-    ``bincount`` and a lookup table convert every pixel to a 64-bit index (five times the
-    time on a 50-megapixel band of a full-resolution mask). The test that no pixel is
-    neither value counts pixels without plane-sized temporaries (each costs its page
-    faults too: about 1 ms on 4.7 megapixels, against 0.2 ms for a count), and comes before
-    the comparison, which may overwrite the plane.
+    Two compiled passes that read the plane (its extrema, then whether any pixel lies
+    strictly between them) and one comparison, where ``bincount`` and a lookup table convert
+    every pixel to a 64-bit index (five times the time on a 50-megapixel band of a
+    full-resolution mask). The test comes before the comparison, which may overwrite the
+    plane, and makes no plane-sized temporary (each costs its page faults too: about 1 ms on
+    4.7 megapixels).
     """
+    # Compiled by numba, which costs 120 MB and a third of a second to import: only here.
+    from wsi_core.tiling.overlay_kernels import any_between, extrema
+
     if plane.size == 0:
         return None
-    low, high = plane.min(), plane.max()
+    low, high = extrema(plane)
     if low == high:
         codes = plane if in_place else np.zeros(plane.shape, dtype=np.uint8)
         codes.fill(0)  # a no-op on fresh zeros
         return ValueCodes(codes, [str(int(low))])
-    if _count_equal(plane, low) + _count_equal(plane, high) != plane.size:
+    # In the plane's dtype: compared with 64-bit integers, its pixels would be widened first.
+    if any_between(plane, plane.dtype.type(low), plane.dtype.type(high)):
         return None
     is_high = np.equal(plane, high, out=plane.view(bool) if in_place else None)
     return ValueCodes(is_high.view(np.uint8), [str(int(low)), str(int(high))])
-
-
-def _count_equal(plane: np.ndarray, value: np.generic) -> int:
-    """How many pixels of ``plane`` equal ``value``: a background of 0 (the usual mask) by
-    one count, other values compared a few rows at a time into one small buffer, so that no
-    plane-sized temporary is made (and faulted in) for a count."""
-    if value == 0:
-        return plane.size - int(np.count_nonzero(plane))
-    rows = max(1, COUNT_PIXELS // max(plane.shape[1], 1))
-    scratch = np.empty((min(rows, plane.shape[0]), plane.shape[1]), dtype=bool)
-    total = 0
-    for start in range(0, plane.shape[0], rows):
-        part = plane[start : start + rows]
-        total += int(np.count_nonzero(np.equal(part, value, out=scratch[: len(part)])))
-    return total
 
 
 def _encode_rgb(rgb: np.ndarray) -> ValueCodes:
