@@ -78,11 +78,12 @@ class NearPairs(NamedTuple):
 
 def near_pairs(segments: Segments, group: np.ndarray, tol: float) -> NearPairs:
     """Every pair of segments from different ``group`` values whose boxes, widened by ``tol``,
-    overlap (see :class:`NearPairs`). Fastest when the segments of a group come together, as
-    the edges of a polygon do.
+    overlap (see :class:`NearPairs`); a segment longer than a grid cell counts with the boxes
+    of its pieces, which still hold every pair that comes within ``tol``. Fastest when the
+    segments of a group come together, as the edges of a polygon do.
 
-    The segments are cut into pieces no longer than one grid cell (the cell about the typical
-    segment's extent), each piece is listed under the few cells its box meets, and the pieces
+    The segments are cut into pieces no longer than one grid cell (``_CELL_EXTENTS`` typical
+    segment extents), each piece is listed under the few cells its box meets, and the pieces
     of different groups sharing a cell are paired.
     """
     empty = np.empty(0, dtype=np.int64)
@@ -93,7 +94,7 @@ def near_pairs(segments: Segments, group: np.ndarray, tol: float) -> NearPairs:
     span = float(max(ax.max(), bx.max()) + max(ay.max(), by.max())) - float(
         min(ax.min(), bx.min()) + min(ay.min(), by.min())
     )
-    # The floor keeps the cell count within what an int64 key holds.
+    # The floor keeps cell columns and rows below 2**31 (32-bit columns, 64-bit keys).
     cell = max(float(np.median(extent)) * _CELL_EXTENTS, span * 1e-6, 1e-300)
     pieces = _cell_pieces(ax, ay, bx, by, cell, float(tol))
     origin = (float(pieces[1].min()), float(pieces[2].min()))
