@@ -12,7 +12,7 @@ from shapely.geometry import Point, Polygon, box
 
 import wsi_core.tiling.overlay as overlay_module
 from wsi_core.synthetic import write_pyramid_tiff
-from wsi_core.tiling import tile_overlay, tile_overlay_overlap
+from wsi_core.tiling import overlay_kernels, tile_overlay, tile_overlay_overlap
 
 
 def blobs(height: int, width: int, seed: int, values=(0, 255)) -> np.ndarray:
@@ -374,19 +374,20 @@ def test_masked_counts_of_several_values_and_placements_match_oracle(tmp_path, r
 
 @pytest.mark.parametrize("values", [(0, 255), (0, 1, 2, 3)])
 def test_windows_of_one_value_are_counted_without_gathering(tmp_path, monkeypatch, values):
-    """A window wholly on the overlay whose box holds one value is counted as the mask's
-    size; windows on a value's edge, and those hanging off the overlay, are gathered. Both
-    routes must give the oracle's counts."""
+    """A window whose box holds one value is counted as the size of the mask's part on the
+    overlay, wholly on it or hanging off it; only windows on a value's edge are gathered.
+    Both routes must give the oracle's counts."""
     image = blobs(200, 260, seed=3, values=values)
     path = write_pyramid_tiff(tmp_path / "blobs.tiff", image, mpp=2.0, n_levels=1)
     gathered = []
-    pixel_counts = overlay_module._pixel_counts
+    placement_counts = overlay_kernels.placement_counts
 
-    def counting(codes, k, top, left, mask):
-        gathered.append(top.size)
-        return pixel_counts(codes, k, top, left, mask)
+    def counting(*args):
+        counts, windows = placement_counts(*args)
+        gathered.append(windows)
+        return counts, windows
 
-    monkeypatch.setattr(overlay_module, "_pixel_counts", counting)
+    monkeypatch.setattr(overlay_kernels, "placement_counts", counting)
     roi = Point(64, 64).buffer(60, quad_segs=16)
     tiles = [(x, y) for y in range(-64, 1640, 64) for x in range(-64, 2100, 64)]
     check_against_oracle(path, image, roi, tiles, 0.25, 2.0)

@@ -49,10 +49,6 @@ READ_BUDGET_PIXELS = 64 * 1024 * 1024
 # grid has only a few, so this bounds memory for irregular tile origins.
 MASK_CACHE_SIZE = 256
 
-# Pixels gathered at once when counting under ROI masks (a chunk of tiles at a time): bounds
-# the index arrays, 8 bytes a pixel.
-GATHER_PIXELS = 1 << 16
-
 
 class OverlayPatch(NamedTuple):
     """The overlay under one tile's ROI.
@@ -631,62 +627,62 @@ def _count_masked(
     A window whose box holds a single value (on the region) holds only that value under the
     mask too: its count is the size of the mask's part on the region, with nothing gathered.
     Most tiles of a tissue mask lie inside or outside the tissue, so only those on its edges
-    are gathered."""
+    are gathered (by :func:`_placement_counts`)."""
     k = len(values.keys)
     counts = np.zeros((rows.size, k), dtype=np.int64)
     if not k:  # the band of tiles whose windows miss the image
         return counts
     box = _count_box(roi, windows, rows, values, rx, ry)
-    # Gathers index the flat region: a copy only for a strided plane (one channel of RGB).
-    codes = np.ascontiguousarray(values.codes)
     top, left = windows.y[rows] - ry, windows.x[rows] - rx  # region-relative window origins
-    uniform = np.count_nonzero(box, axis=1) == 1
     roi_wkb, bounds = roi.wkb, roi.bounds  # once: shapely computes both anew on each access
     for members, offset_x, offset_y in _placements(windows, rows):
         inside = _rasterise(
             roi_wkb, windows.scale, offset_x, offset_y, windows.width, windows.height
         )
-        box_mask = _box_mask(bounds, windows, offset_x, offset_y)
+        box_mask = _box_mask(
+            bounds, windows.scale, offset_x, offset_y, windows.width, windows.height
+        )
         # The mask lies in the box (checked: cheap, and both short cuts rely on it).
         in_box = not (inside > box_mask).any()
-        gathered = members
-        if in_box:
-            same = members[uniform[members]]
-            sizes = _sizes_on(inside, top[same], left[same], codes.shape)
-            counts[same] = (box[same] != 0) * sizes[:, None]
-            gathered = members[~uniform[members]]
-        outside = box_mask & ~inside
-        origin = (top[gathered], left[gathered])
-        if in_box and np.count_nonzero(outside) < np.count_nonzero(inside):
-            counts[gathered] = box[gathered] - _pixel_counts(codes, k, *origin, outside)
-        else:
-            counts[gathered] = _pixel_counts(codes, k, *origin, inside)
+        counts[members] = _placement_counts(
+            values.codes, box[members], top[members], left[members], inside, box_mask, in_box
+        )
     return counts
 
 
-def _sizes_on(
-    mask: np.ndarray, top: np.ndarray, left: np.ndarray, shape: tuple[int, ...]
+def _placement_counts(
+    codes: np.ndarray,
+    box: np.ndarray,
+    top: np.ndarray,
+    left: np.ndarray,
+    inside: np.ndarray,
+    box_mask: np.ndarray,
+    in_box: bool,
 ) -> np.ndarray:
-    """Per window origin ``(top, left)`` (region-relative overlay-level pixels), how many
-    pixels of ``mask`` (bool, window-sized) lie on a region of ``shape`` ``(h, w)``: four
-    look-ups in the mask's summed-area table over the window's part on the region."""
-    height, width = mask.shape
-    table = np.zeros((height + 1, width + 1), dtype=np.int64)
-    table[1:, 1:] = mask.cumsum(axis=0).cumsum(axis=1)
-    y0, y1 = np.clip(-top, 0, height), np.clip(shape[0] - top, 0, height)
-    x0, x1 = np.clip(-left, 0, width), np.clip(shape[1] - left, 0, width)
-    y1, x1 = np.maximum(y1, y0), np.maximum(x1, x0)
-    return table[y1, x1] - table[y0, x1] - table[y1, x0] + table[y0, x0]
+    """Per-value counts ``(len(top), K)`` of ``codes`` (a region's value codes) under the
+    mask ``inside`` (bool, window-sized, overlay-level pixels) placed at each window origin
+    ``(top, left)`` (region-relative), pixels off the region not counted; ``box`` holds the
+    windows' counts over ``box_mask``, which holds the mask when ``in_box``. One compiled pass
+    over the windows (see :func:`~wsi_core.tiling.overlay_kernels.placement_counts`)."""
+    # Compiled by numba, which costs 120 MB and a third of a second to import: only here.
+    from wsi_core.tiling.overlay_kernels import placement_counts
+
+    counts, _ = placement_counts(codes, box, top, left, inside, box_mask, in_box)
+    return counts
 
 
-def _placements(windows: _Windows, rows: np.ndarray) -> Iterator[tuple[np.ndarray, float, float]]:
+def _placements(
+    windows: _Windows, rows: np.ndarray
+) -> Iterator[tuple[np.ndarray | slice, float, float]]:
     """Yield ``(members, offset_x, offset_y)``: the positions in ``rows`` of the tiles that
-    share each sub-pixel placement (tile origin in window-relative overlay-level pixels)."""
+    share each sub-pixel placement (tile origin in window-relative overlay-level pixels), as
+    an index array, or a slice of every position when all share one (a grid at an integral
+    scale: then per-tile arrays are views, not gathered copies)."""
     if not rows.size:
         return
     ox, oy = windows.offset_x[rows], windows.offset_y[rows]
-    if (ox == ox[0]).all() and (oy == oy[0]).all():  # a grid at an integral scale: one
-        yield np.arange(rows.size), float(ox[0]), float(oy[0])
+    if (ox == ox[0]).all() and (oy == oy[0]).all():
+        yield slice(None), float(ox[0]), float(oy[0])
         return
     order = np.lexsort((oy, ox))
     starts = np.flatnonzero((np.diff(ox[order]) != 0) | (np.diff(oy[order]) != 0)) + 1
@@ -694,67 +690,26 @@ def _placements(windows: _Windows, rows: np.ndarray) -> Iterator[tuple[np.ndarra
         yield members, float(ox[members[0]]), float(oy[members[0]])
 
 
+@functools.lru_cache(maxsize=MASK_CACHE_SIZE)
 def _box_mask(
-    bounds: tuple[float, float, float, float], windows: _Windows, offset_x: float, offset_y: float
+    bounds: tuple[float, float, float, float],
+    scale: tuple[float, float],
+    offset_x: float,
+    offset_y: float,
+    width: int,
+    height: int,
 ) -> np.ndarray:
     """Bool ``(height, width)`` over a window (overlay-level pixels): the pixels
-    :func:`_count_box` owns for the box ``bounds`` (tile pixels) at this placement."""
+    :func:`_count_box` owns for the box ``bounds`` (tile pixels) at this placement (``scale``
+    and offsets as for :func:`_rasterise`). Cached per placement like the ROI's masks, and
+    read-only for the same reason."""
     min_x, min_y, max_x, max_y = bounds
-    x0, x1 = _owned_range(min_x, max_x, windows.scale[0], np.array([offset_x]), windows.width)
-    y0, y1 = _owned_range(min_y, max_y, windows.scale[1], np.array([offset_y]), windows.height)
-    mask = np.zeros((windows.height, windows.width), dtype=bool)
+    x0, x1 = _owned_range(min_x, max_x, scale[0], np.array([offset_x]), width)
+    y0, y1 = _owned_range(min_y, max_y, scale[1], np.array([offset_y]), height)
+    mask = np.zeros((height, width), dtype=bool)
     mask[int(y0[0]) : int(y1[0]), int(x0[0]) : int(x1[0])] = True
+    mask.flags.writeable = False
     return mask
-
-
-def _pixel_counts(
-    codes: np.ndarray, k: int, top: np.ndarray, left: np.ndarray, mask: np.ndarray
-) -> np.ndarray:
-    """Per-value counts ``(len(top), k)`` of the pixels of ``codes`` (a contiguous region)
-    under ``mask`` (bool, window-sized) placed at each window origin ``(top, left)``, in
-    region-relative overlay-level pixels; pixels off the region are not counted.
-
-    Windows wholly on the region (nearly all) gather by flat index; the others test every
-    pixel. Gathers go a chunk of tiles at a time, at most ``GATHER_PIXELS`` pixels each."""
-    dy, dx = np.nonzero(mask)
-    counts = np.zeros((top.size, k), dtype=np.int64)
-    h, w = codes.shape
-    whole = (top >= 0) & (left >= 0) & (top + mask.shape[0] <= h) & (left + mask.shape[1] <= w)
-    step = max(1, GATHER_PIXELS // max(dy.size, 1))
-    offsets = dy * w + dx  # flat, from a window's origin
-    for part in _chunks(np.flatnonzero(whole), step):
-        picked = np.take(codes.ravel(), (top[part] * w + left[part])[:, None] + offsets)
-        counts[part] = _value_counts(picked, k)
-    for part in _chunks(np.flatnonzero(~whole), step):
-        ys, xs = top[part, None] + dy, left[part, None] + dx
-        on = (ys >= 0) & (ys < h) & (xs >= 0) & (xs < w)
-        counts[part] = _value_counts(codes[np.where(on, ys, 0), np.where(on, xs, 0)], k, on)
-    return counts
-
-
-def _chunks(index: np.ndarray, size: int) -> Iterator[np.ndarray]:
-    """``index`` in consecutive pieces of at most ``size``."""
-    for start in range(0, index.size, size):
-        yield index[start : start + size]
-
-
-def _value_counts(picked: np.ndarray, k: int, on: np.ndarray | None = None) -> np.ndarray:
-    """Per-value counts ``(rows, k)`` of the codes ``picked`` (``(rows, pixels)``), of those
-    where ``on`` when given. Two values are a count of the 0/1 codes; more, one ``bincount``.
-
-    The 0/1 ``uint8`` codes of a tissue mask are counted by their sum in the narrowest dtype
-    that holds it, a few times faster than ``count_nonzero`` by row (which makes a bool copy
-    and adds it up in 64 bits)."""
-    if k == 2 and on is None and picked.dtype == np.uint8:
-        ones = np.add.reduce(picked, axis=1, dtype=np.min_scalar_type(picked.shape[1]))
-        return np.stack([picked.shape[1] - ones.astype(np.int64), ones], axis=1)
-    if k == 2:
-        ones = np.count_nonzero(picked if on is None else picked.astype(bool) & on, axis=1)
-        total = picked.shape[1] if on is None else np.count_nonzero(on, axis=1)
-        return np.stack([total - ones, ones], axis=1)
-    keyed = np.arange(picked.shape[0])[:, None] * k + picked  # row * k + code
-    flat = keyed.ravel() if on is None else keyed[on]
-    return np.bincount(flat, minlength=picked.shape[0] * k).reshape(-1, k)
 
 
 def _count_box(

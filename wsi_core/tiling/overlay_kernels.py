@@ -66,3 +66,100 @@ def block_sums(present: np.ndarray, cuts_y: np.ndarray, cuts_x: np.ndarray) -> n
                     total += columns[x]
                 blocks[j, i] += total
     return blocks
+
+
+@njit(cache=True, nogil=True)
+def placement_counts(
+    codes: np.ndarray,
+    box: np.ndarray,
+    top: np.ndarray,
+    left: np.ndarray,
+    mask: np.ndarray,
+    box_mask: np.ndarray,
+    in_box: bool,
+) -> tuple[np.ndarray, int]:
+    """Per-value counts ``(len(top), K)`` of the pixels of ``codes`` (value codes of a region,
+    overlay-level pixels) under the ROI mask ``mask`` (bool, window-sized) placed at each
+    window origin ``(top, left)`` (region-relative); pixels off the region are not counted.
+    Also how many windows had their pixels gathered.
+
+    ``box`` holds each window's counts over ``box_mask`` (bool, window-sized), which holds
+    the mask when ``in_box``. Then a window whose box holds one value holds only that value
+    under the mask (its count is the mask's size on the region, nothing gathered), and the
+    others take the box pixels outside the mask off the box counts when those are fewer than
+    the mask's own. Otherwise the mask's own pixels are counted."""
+    h, w = codes.shape
+    height, width = mask.shape
+    inside_y, inside_x = np.nonzero(mask)
+    outside_y, outside_x = np.nonzero(box_mask & ~mask)
+    subtract = in_box and outside_y.size < inside_y.size
+    dy, dx = (outside_y, outside_x) if subtract else (inside_y, inside_x)
+    sign = -1 if subtract else 1
+    counts = np.zeros(box.shape, dtype=np.int64)
+    gathered = 0
+    for i in range(top.size):
+        t, s = top[i], left[i]
+        whole = t >= 0 and s >= 0 and t + height <= h and s + width <= w
+        only = _only_value(box, i) if in_box else -1
+        if only >= 0:
+            size = inside_y.size if whole else _on_region(inside_y, inside_x, t, s, h, w)
+            counts[i, only] = size
+            continue
+        gathered += 1
+        if subtract:
+            for j in range(box.shape[1]):
+                counts[i, j] = box[i, j]
+        if box.shape[1] == 2:
+            _add_two(counts, i, codes, t + dy, s + dx, whole, sign)
+            continue
+        for p in range(dy.size):
+            y, x = t + dy[p], s + dx[p]
+            if whole or (0 <= y < h and 0 <= x < w):
+                counts[i, codes[y, x]] += sign
+    return counts, gathered
+
+
+@njit(cache=True, nogil=True)
+def _add_two(
+    counts: np.ndarray,
+    i: int,
+    codes: np.ndarray,
+    ys: np.ndarray,
+    xs: np.ndarray,
+    whole: bool,
+    sign: int,
+) -> None:
+    """Add ``sign`` times the counts of the 0/1 ``codes`` at ``(ys, xs)`` (on the region when
+    ``whole``, else tested) to ``counts[i]``: the ones by their sum, without the store and
+    reload of a count per pixel that a per-value increment waits for."""
+    h, w = codes.shape
+    ones = n = 0
+    for p in range(ys.size):
+        on = whole or (0 <= ys[p] < h and 0 <= xs[p] < w)
+        if on:
+            ones += codes[ys[p], xs[p]]
+            n += 1
+    counts[i, 0] += sign * (n - ones)
+    counts[i, 1] += sign * ones
+
+
+@njit(cache=True, nogil=True)
+def _only_value(box: np.ndarray, i: int) -> int:
+    """The column of the one non-zero count of ``box[i]``; -1 when there are none or several."""
+    only = -1
+    for j in range(box.shape[1]):
+        if box[i, j]:
+            if only >= 0:
+                return -1
+            only = j
+    return only
+
+
+@njit(cache=True, nogil=True)
+def _on_region(dy: np.ndarray, dx: np.ndarray, top: int, left: int, h: int, w: int) -> int:
+    """How many of the offsets ``(dy, dx)``, placed at ``(top, left)``, fall on an ``(h, w)``
+    region (overlay-level pixels)."""
+    n = 0
+    for p in range(dy.size):
+        n += 0 <= top + dy[p] < h and 0 <= left + dx[p] < w
+    return n
