@@ -311,29 +311,35 @@ def test_many_small_reads_count_as_one_read(mask_pyramid, monkeypatch, roi):
 
 
 @pytest.mark.parametrize("height", [255, 256, 65535, 65536, 140_000])
-def test_block_table_counts_strips_taller_than_their_dtype_would_hold(height):
+def test_range_counts_of_strips_taller_than_their_dtype_would_hold(height):
     """Rows are added into 16-bit counts per column, flushed every ``STRIP_ROWS`` rows: a
     full column of ``height`` ones counts ``height``, not ``height`` modulo 65536."""
-    present = np.ones((height, 3), dtype=bool)
-    present[0, 1] = False
-    cuts_y, cuts_x = np.array([0, height]), np.array([0, 1, 3])
-    table = overlay_module._block_table(present, cuts_x, cuts_y)
-    assert table.tolist() == [[0, 0, 0], [0, height, 3 * height - 1]]
+    present = np.ones((height, 3), dtype=np.uint8)
+    present[0, 1] = 0
+    x0, x1 = np.array([0, 1, 0, 2]), np.array([1, 3, 3, 2])
+    y0, y1 = np.array([0, 0, 1, 0]), np.array([height, height, height, height])
+    counts = overlay_kernels.range_counts(present, x0, x1, y0, y1)
+    assert counts.tolist() == [height, 2 * height - 1, 3 * height - 3, 0]
 
 
 @pytest.mark.parametrize("strided", [False, True])
-def test_block_table_equals_a_cumulative_sum_at_the_cuts(strided):
-    """Also over a strided plane (one channel of an RGB region)."""
+def test_range_counts_equal_brute_force_sums(strided):
+    """Random ranges, empty ones and ones on the plane's edges included; also over a strided
+    plane (one channel of an RGB region)."""
     rng = np.random.default_rng(2)
-    present = rng.random((300, 200)) < 0.4
+    present = (rng.random((300, 200)) < 0.4).view(np.uint8)
     if strided:
         present = np.repeat(present[..., None], 3, axis=-1)[..., 1]
-    cuts_y = np.unique(np.r_[0, 300, rng.integers(0, 300, 20)])
-    cuts_x = np.unique(np.r_[0, 200, rng.integers(0, 200, 30)])
-    full = np.zeros((301, 201), dtype=np.int64)
-    full[1:, 1:] = present.cumsum(axis=0).cumsum(axis=1)
-    table = overlay_module._block_table(present.view(np.uint8), cuts_x, cuts_y)
-    assert np.array_equal(table, full[np.ix_(cuts_y, cuts_x)])
+    x0, x1 = np.sort(rng.integers(0, 201, (2, 500)), axis=0)
+    y0, y1 = np.sort(rng.integers(0, 301, (2, 500)), axis=0)
+    x0[:5], x1[:5], y0[:5], y1[:5] = 0, 200, 0, 300
+    x1[5:10] = x0[5:10]  # empty
+    counts = overlay_kernels.range_counts(present, x0, x1, y0, y1)
+    expected = [
+        int(present[a:b, c:d].sum())
+        for a, b, c, d in zip(y0.tolist(), y1.tolist(), x0.tolist(), x1.tolist(), strict=True)
+    ]
+    assert counts.tolist() == expected
 
 
 def test_rows_of_a_call_that_counts_no_pixel_and_of_mixed_tiles(mask_pyramid):
@@ -392,3 +398,22 @@ def test_windows_of_one_value_are_counted_without_gathering(tmp_path, monkeypatc
     tiles = [(x, y) for y in range(-64, 1640, 64) for x in range(-64, 2100, 64)]
     check_against_oracle(path, image, roi, tiles, 0.25, 2.0)
     assert 0 < sum(gathered) < len(tiles) / 2
+
+
+def test_table_rows_equal_one_dict_per_row_each_its_own():
+    """Rows of one value are copies of that value's dict, the others built: every row as
+    ``dict(zip(keys, fractions))`` (``None`` where not counted), and no two rows one object."""
+    counts = np.array([[5, 0, 0], [0, 0, 7], [1, 2, 0], [0, 0, 0], [0, 3, 0], [0, 0, 9], [2, 2, 2]])
+    table = overlay_module._fractions(counts, {"0": 0, "7": 1, "255": 2})
+    rows = table.rows()
+    expected = [
+        dict(zip(table.keys, row, strict=True)) if counted else None
+        for row, counted in zip(table.fractions.tolist(), table.counted.tolist(), strict=True)
+    ]
+    assert rows == expected
+    assert [list(row) if row else row for row in rows] == [
+        list(row) if row else row for row in expected
+    ]  # key order too
+    assert len({id(row) for row in rows if row is not None}) == len(rows) - 1
+    rows[0]["0"] = 0.5
+    assert table.rows()[0] == {"0": 1.0, "7": 0.0, "255": 0.0}

@@ -43,6 +43,46 @@ def any_between(plane: np.ndarray, low: np.integer, high: np.integer) -> bool:
 
 
 @njit(cache=True, nogil=True)
+def range_counts(
+    present: np.ndarray, x0: np.ndarray, x1: np.ndarray, y0: np.ndarray, y1: np.ndarray
+) -> np.ndarray:
+    """Per range ``i``, how many pixels of ``present`` (0/1 ``uint8``, region pixels) are set
+    in ``present[y0[i]:y1[i], x0[i]:x1[i]]`` (region-relative overlay-level pixels, within
+    the plane, ``x0 <= x1`` and ``y0 <= y1``).
+
+    A summed-area table over the blocks between every range's edges (:func:`block_sums`),
+    four look-ups a range: each pixel is touched once, and the table is the size of the tile
+    grid, not of the overlay level."""
+    cuts_x, ix0, ix1 = _cuts(x0, x1, present.shape[1])
+    cuts_y, iy0, iy1 = _cuts(y0, y1, present.shape[0])
+    blocks = block_sums(present, cuts_y, cuts_x)
+    table = np.zeros((cuts_y.size, cuts_x.size), dtype=np.int64)
+    for j in range(blocks.shape[0]):
+        for i in range(blocks.shape[1]):
+            table[j + 1, i + 1] = blocks[j, i] + table[j, i + 1] + table[j + 1, i] - table[j, i]
+    counts = np.empty(x0.size, dtype=np.int64)
+    for i in range(x0.size):
+        a, b, c, d = iy0[i], iy1[i], ix0[i], ix1[i]
+        counts[i] = table[b, d] - table[a, d] - table[b, c] + table[a, c]
+    return counts
+
+
+@njit(cache=True, nogil=True)
+def _cuts(
+    start: np.ndarray, stop: np.ndarray, size: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every range boundary along one axis of ``size`` pixels, 0 and ``size`` included, in
+    order and once each; and each range's ``start`` and ``stop`` as indices into them. Marks
+    on the axis instead of a sort: the running count of marks is each boundary's index."""
+    marked = np.zeros(size + 1, dtype=np.bool_)
+    marked[0] = marked[size] = True
+    for i in range(start.size):
+        marked[start[i]] = marked[stop[i]] = True
+    index = np.cumsum(marked) - 1
+    return np.flatnonzero(marked), index[start], index[stop]
+
+
+@njit(cache=True, nogil=True)
 def block_sums(present: np.ndarray, cuts_y: np.ndarray, cuts_x: np.ndarray) -> np.ndarray:
     """``blocks[j, i]``: how many pixels of ``present`` (0/1 ``uint8``, region pixels) are set
     between rows ``cuts_y[j], cuts_y[j + 1]`` and columns ``cuts_x[i], cuts_x[i + 1]``.
