@@ -43,6 +43,37 @@ def any_between(plane: np.ndarray, low: np.integer, high: np.integer) -> bool:
 
 
 @njit(cache=True, nogil=True)
+def code_in_place(plane: np.ndarray, low: np.integer, high: np.integer) -> bool:
+    """Overwrite a 2-D plane whose extrema are ``low`` and ``high`` with its 0/1 codes (1
+    where ``high``), row by row, each row tested first for a pixel strictly between them;
+    at the first row that has one, put back the rows already coded and return False (the
+    plane as it was: it holds a third value).
+
+    One pass that reads each row twice while it is in cache, where a test of the whole
+    plane and then its coding would read the plane from memory twice."""
+    for y in range(plane.shape[0]):
+        row = plane[y]
+        between = False
+        for x in range(row.size):
+            between |= (row[x] > low) & (row[x] < high)
+        if between:
+            _decode_rows(plane, y, low, high)
+            return False
+        for x in range(row.size):
+            row[x] = row[x] == high
+    return True
+
+
+@njit(cache=True, nogil=True)
+def _decode_rows(plane: np.ndarray, stop: int, low: np.integer, high: np.integer) -> None:
+    """Put back the values of the coded rows ``plane[:stop]``: 1 -> ``high``, 0 -> ``low``."""
+    for y in range(stop):
+        row = plane[y]
+        for x in range(row.size):
+            row[x] = high if row[x] else low
+
+
+@njit(cache=True, nogil=True)
 def range_counts(
     present: np.ndarray, x0: np.ndarray, x1: np.ndarray, y0: np.ndarray, y1: np.ndarray
 ) -> np.ndarray:
