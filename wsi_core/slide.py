@@ -86,17 +86,18 @@ def _open_local(name: str, mpp: MPP | None) -> SlideReader:
     if not os.path.isfile(name):
         raise SlideError(name, "not a file (is it a directory?)")
     tiff = is_tiff_file(name)
+    layout = None
     if tiff:
         # Before libtiff (detect_format) or tifffile (_is_ome_tiff) look at it: a looping or
         # truncated page chain is refused here, the same way whichever backend reads it. The
         # backend checks the pixel data itself, naming the levels it would have read.
-        read_tiff_layout_of_file(name)
+        layout = read_tiff_layout_of_file(name)
     try:
         vendor = _openslide.OpenSlide.detect_format(name)
     except _openslide.OpenSlideError:
         vendor = None
     if tiff and (vendor in (None, "generic-tiff") or _is_ome_tiff(name)):
-        return TiffReader(name, mpp=mpp)
+        return TiffReader(name, mpp=mpp, layout=layout)  # the walk not done twice
     if vendor is None:
         raise SlideError(name, "not a slide format that OpenSlide or tifffile can read")
     return OpenSlide(name, mpp=mpp)

@@ -111,9 +111,11 @@ class TiffReader(SlideReader):
         mpp: MPP | None = None,
         *,
         storage_options: Mapping[str, Any] | None = None,
+        layout: TiffLayout | None = None,
     ) -> None:
         self.path = os.fspath(path)
         self._storage_options = storage_options
+        self._layout = layout  # of a local file, read by the caller (open_slide) just now
         self._tif: tifffile.TiffFile | None = None
         self._file: IO[bytes] | None = None  # the fsspec file of a URL; tifffile won't close it
         self._mpp_override = None if mpp is None else as_mpp_pair(mpp)
@@ -227,7 +229,8 @@ class TiffReader(SlideReader):
             return layout, tifffile.TiffFile(handle)
         if not os.path.exists(self.path):
             raise SlideError(self.path, "no such file")
-        return read_tiff_layout_of_file(self.path), tifffile.TiffFile(self.path)
+        layout = self._layout or read_tiff_layout_of_file(self.path)
+        return layout, tifffile.TiffFile(self.path)
 
     def close(self) -> None:
         """Close the TIFF file (and the fsspec file of a URL); a second call does nothing."""

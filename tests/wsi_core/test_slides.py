@@ -517,3 +517,29 @@ def test_mask_full_res(shared_data):
         assert int(corner.sum()) == 89
         tile = slide.read_tile(0, 0, 8, 40, 0)
         np.testing.assert_array_equal(tile, np.repeat(corner[..., None], 3, axis=-1))
+
+
+def test_open_slide_walks_a_tiffs_pages_once(tmp_path, monkeypatch):
+    """open_slide checks a TIFF's page chain before any library reads it and hands the
+    layout to TiffReader, which does not walk the file again; TiffReader on its own does."""
+    import wsi_core.slide as slide_module
+    import wsi_core.tiff_reader as reader_module
+
+    path = write_pyramid_tiff(
+        tmp_path / "mask.tiff", np.zeros((64, 96), dtype=np.uint8), mpp=1.0, n_levels=2
+    )
+    walks = []
+    walk = reader_module.read_tiff_layout_of_file
+
+    def counting(name):
+        walks.append(name)
+        return walk(name)
+
+    monkeypatch.setattr(slide_module, "read_tiff_layout_of_file", counting)
+    monkeypatch.setattr(reader_module, "read_tiff_layout_of_file", counting)
+    with open_slide(path) as slide:
+        assert isinstance(slide, TiffReader) and slide.level_count == 2
+    assert walks == [str(path)]
+    with TiffReader(path) as slide:
+        assert slide.level_count == 2
+    assert walks == [str(path)] * 2
