@@ -718,10 +718,10 @@ def _box_mask(
     and offsets as for :func:`_rasterise`). Cached per placement like the ROI's masks, and
     read-only for the same reason."""
     min_x, min_y, max_x, max_y = bounds
-    x0, x1 = _owned_range(min_x, max_x, scale[0], np.array([offset_x]), width)
-    y0, y1 = _owned_range(min_y, max_y, scale[1], np.array([offset_y]), height)
+    x0, x1 = _owned_range_at(min_x, max_x, scale[0], offset_x, width)
+    y0, y1 = _owned_range_at(min_y, max_y, scale[1], offset_y, height)
     mask = np.zeros((height, width), dtype=bool)
-    mask[int(y0[0]) : int(y1[0]), int(x0[0]) : int(x1[0])] = True
+    mask[y0:y1, x0:x1] = True
     mask.flags.writeable = False
     return mask
 
@@ -771,8 +771,8 @@ def _owned_range(lo: float, hi: float, scale: float, offset: np.ndarray, size: i
     ``lo`` and ``hi`` (tile pixels), with exactly the arithmetic of :func:`_rasterise`, so both
     paths own the same pixels."""
     if offset.size > 1 and (offset == offset[0]).all():  # a grid at an integral scale
-        start, stop = _owned_range(lo, hi, scale, offset[:1], size)
-        return np.broadcast_to(start, offset.shape), np.broadcast_to(stop, offset.shape)
+        first, last = _owned_range_at(lo, hi, scale, float(offset[0]), size)
+        return np.full(offset.shape, first), np.full(offset.shape, last)
     edge_lo = lo * scale + offset
     edge_hi = hi * scale + offset
     start = np.floor(edge_lo - 0.5 + EPS).astype(np.int64) + 1  # first centre > edge_lo
@@ -785,6 +785,17 @@ def _owned_range(lo: float, hi: float, scale: float, offset: np.ndarray, size: i
         stop += _centre(stop) < edge_hi
         stop -= _centre(stop - 1) >= edge_hi
     return np.clip(start, 0, size), np.clip(stop, 0, size)
+
+
+@functools.lru_cache(maxsize=MASK_CACHE_SIZE)
+def _owned_range_at(
+    lo: float, hi: float, scale: float, offset: float, size: int
+) -> tuple[int, int]:
+    """:func:`_owned_range` of one placement, cached like the masks: the range of a grid's
+    tiles, the same call after call, in a microsecond instead of a dozen NumPy calls on
+    one-element arrays."""
+    start, stop = _owned_range(lo, hi, scale, np.array([offset]), size)
+    return int(start[0]), int(stop[0])
 
 
 def _centre(index: np.ndarray) -> np.ndarray:
