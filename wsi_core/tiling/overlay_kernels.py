@@ -180,38 +180,51 @@ def placement_counts(
         if subtract:
             for j in range(box.shape[1]):
                 counts[i, j] = box[i, j]
-        if box.shape[1] == 2:
-            _add_two(counts, i, codes, t + dy, s + dx, whole, sign)
-            continue
-        for p in range(dy.size):
-            y, x = t + dy[p], s + dx[p]
-            if whole or (0 <= y < h and 0 <= x < w):
-                counts[i, codes[y, x]] += sign
+        if box.shape[1] == 2:  # 0/1 codes: the ones by their sum, the zeros by the rest
+            ones, n = _sum_codes(codes, t, s, dy, dx, whole)
+            counts[i, 0] += sign * (n - ones)
+            counts[i, 1] += sign * ones
+        else:
+            _add_codes(counts, i, codes, t, s, dy, dx, whole, sign)
     return counts, gathered
 
 
 @njit(cache=True, nogil=True)
-def _add_two(
+def _sum_codes(
+    codes: np.ndarray, top: int, left: int, dy: np.ndarray, dx: np.ndarray, whole: bool
+) -> tuple[int, int]:
+    """The sum of ``codes`` at the offsets ``(dy, dx)`` placed at ``(top, left)``, and how
+    many of them fall on the region (all when ``whole``, else tested). A sum, not a count
+    per value: no store and reload of a count per pixel."""
+    h, w = codes.shape
+    total = n = 0
+    for p in range(dy.size):
+        y, x = top + dy[p], left + dx[p]
+        if whole or (0 <= y < h and 0 <= x < w):
+            total += codes[y, x]
+            n += 1
+    return total, n
+
+
+@njit(cache=True, nogil=True)
+def _add_codes(
     counts: np.ndarray,
     i: int,
     codes: np.ndarray,
-    ys: np.ndarray,
-    xs: np.ndarray,
+    top: int,
+    left: int,
+    dy: np.ndarray,
+    dx: np.ndarray,
     whole: bool,
     sign: int,
 ) -> None:
-    """Add ``sign`` times the counts of the 0/1 ``codes`` at ``(ys, xs)`` (on the region when
-    ``whole``, else tested) to ``counts[i]``: the ones by their sum, without the store and
-    reload of a count per pixel that a per-value increment waits for."""
+    """Add ``sign`` to ``counts[i, code]`` for the code at each offset ``(dy, dx)`` placed at
+    ``(top, left)`` that falls on the region (all when ``whole``, else tested)."""
     h, w = codes.shape
-    ones = n = 0
-    for p in range(ys.size):
-        on = whole or (0 <= ys[p] < h and 0 <= xs[p] < w)
-        if on:
-            ones += codes[ys[p], xs[p]]
-            n += 1
-    counts[i, 0] += sign * (n - ones)
-    counts[i, 1] += sign * ones
+    for p in range(dy.size):
+        y, x = top + dy[p], left + dx[p]
+        if whole or (0 <= y < h and 0 <= x < w):
+            counts[i, codes[y, x]] += sign
 
 
 @njit(cache=True, nogil=True)
