@@ -401,8 +401,8 @@ def test_windows_of_one_value_are_counted_without_gathering(tmp_path, monkeypatc
 
 
 def test_table_rows_equal_one_dict_per_row_each_its_own():
-    """Rows of one value are copies of that value's dict, the others built: every row as
-    ``dict(zip(keys, fractions))`` (``None`` where not counted), and no two rows one object."""
+    """Every row as ``dict(zip(keys, fractions))`` (``None`` where not counted), keys in
+    order, and no two rows one object (a caller may change one)."""
     counts = np.array([[5, 0, 0], [0, 0, 7], [1, 2, 0], [0, 0, 0], [0, 3, 0], [0, 0, 9], [2, 2, 2]])
     table = overlay_module._fractions(counts, {"0": 0, "7": 1, "255": 2})
     rows = table.rows()

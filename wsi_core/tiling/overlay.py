@@ -303,19 +303,7 @@ class OverlapTable(NamedTuple):
         tile with no counted pixel: what :func:`tile_overlay_overlap` returns."""
         if not self.keys:  # no tile counted a pixel
             return [None] * len(self.counted)
-        # A tile holding one value (most tiles of a tissue mask) gets a copy of that value's
-        # row: copying a dict takes half the time of building one. Its fractions are exactly
-        # 1.0 and 0.0 (a count over an equal total, none over it), the copied values.
-        k = len(self.keys)
-        whole = self.fractions == 1.0
-        kind = np.where(whole.any(axis=1), whole.argmax(axis=1), k)  # k: several values
-        singles = _dicts(self.keys, np.eye(k).tolist())
-        copied = np.array(singles, dtype=object)[np.minimum(kind, k - 1)]  # any, if mixed
-        rows: list[dict[str, float] | None] = list(map(dict.copy, copied))
-        mixed = np.flatnonzero((kind == k) & self.counted)
-        built = _dicts(self.keys, self.fractions[mixed].T.tolist())
-        for i, row in zip(mixed.tolist(), built, strict=True):
-            rows[i] = row
+        rows = _dicts(self.keys, self.fractions.T.tolist())
         for i in np.flatnonzero(~self.counted).tolist():
             rows[i] = None
         return rows
