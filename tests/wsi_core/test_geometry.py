@@ -10,8 +10,8 @@ from kernel_oracles import check_against_oracle, oracle_areas
 from shapely import MultiPolygon, Point, Polygon, box
 from shapely.affinity import rotate
 
-import wsi_core.tiling.annotations as annotations_module
 import wsi_core.tiling.overlay as overlay_module
+import wsi_core.tiling.rect_coverage as rect_coverage_module
 from wsi_core.geometry import finish_polygon, is_axis_aligned_rectangle, valid_polygon_parts
 from wsi_core.synthetic import write_pyramid_tiff
 from wsi_core.tiling import annotation_coverage, tile_annotations, tile_overlay
@@ -86,7 +86,7 @@ def test_coverage_kernel_takes_the_general_route_for_a_near_rectangle(monkeypatc
     def refuse(*args, **kwargs):
         raise AssertionError("the rectangle kernel was used for a ROI that is no rectangle")
 
-    monkeypatch.setattr(annotations_module, "RectCoverage", refuse)
+    monkeypatch.setattr(rect_coverage_module, "RectCoverage", refuse)
     roi = slit_box()
     annotations = [box(0, 0, 10, 10), box(20, 3, 40, 30), Polygon([(30, 0), (60, 10), (35, 40)])]
     coords = np.array(
@@ -135,7 +135,7 @@ def test_overlay_kernel_takes_the_mask_route_for_a_near_rectangle(tmp_path, monk
 def test_both_kernels_take_the_rectangle_route_for_a_rectangle(tmp_path, monkeypatch):
     """And the converse: a true rectangle with extra vertices goes down both fast routes."""
     used = []
-    real_rect, real_box = annotations_module.RectCoverage, overlay_module._count_box
+    real_rect, real_box = rect_coverage_module.RectCoverage, overlay_module._count_box
 
     def spy_rect(*args, **kwargs):
         used.append("coverage")
@@ -145,7 +145,7 @@ def test_both_kernels_take_the_rectangle_route_for_a_rectangle(tmp_path, monkeyp
         used.append("overlay")
         return real_box(*args, **kwargs)
 
-    monkeypatch.setattr(annotations_module, "RectCoverage", spy_rect)
+    monkeypatch.setattr(rect_coverage_module, "RectCoverage", spy_rect)
     monkeypatch.setattr(overlay_module, "_count_box", spy_box)
     roi = RECTANGLES["extra vertices on the sides"]
     annotations = [Polygon([(2, 1), (30, 5), (9, 25)])]
