@@ -417,3 +417,27 @@ def test_table_rows_equal_one_dict_per_row_each_its_own():
     assert len({id(row) for row in rows if row is not None}) == len(rows) - 1
     rows[0]["0"] = 0.5
     assert table.rows()[0] == {"0": 1.0, "7": 0.0, "255": 0.0}
+
+
+def test_the_cached_rectangle_test_agrees_with_the_geometry_one():
+    """The ROI's shape is tested once per WKB: the round trip keeps what
+    is_axis_aligned_rectangle looks at (vertices along the sides, z, a corner moved by
+    1e-13, holes, orientation)."""
+    from shapely import force_3d
+    from shapely.geometry import MultiPolygon
+
+    from wsi_core.geometry import is_axis_aligned_rectangle
+
+    rois = [
+        box(0, 0, 512, 512),
+        box(0, 0, 512, 512, ccw=False),
+        Polygon([(0, 0), (256, 0), (512, 0), (512, 512), (0, 512)]),
+        force_3d(box(1, 2, 3, 4)),
+        Polygon([(0, 0), (512, 0), (512, 512), (0, 512 + 1e-13)]),
+        box(0, 0, 10, 10).difference(box(4, 4, 6, 6)),
+        MultiPolygon([box(0, 0, 1, 1), box(2, 2, 3, 3)]),
+        Point(5, 5).buffer(3),
+    ]
+    expected = [True, True, True, True, False, False, False, False]
+    assert [is_axis_aligned_rectangle(roi) for roi in rois] == expected
+    assert [overlay_module._is_rectangle(roi.wkb) for roi in rois] == expected
