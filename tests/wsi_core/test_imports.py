@@ -108,3 +108,17 @@ def test_tiling_does_not_load_the_slide_backends():
         "assert not loaded, loaded"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_numba_loads_only_with_the_compiled_kernels():
+    """numba (about 120 MB resident and a third of a second to import) stays out of processes
+    that only import the packages, as Dagster's code servers and sensors do, until a kernel
+    that is compiled runs."""
+    code = (
+        "import sys, wsi_core.tiling, wsi_core.geometry, wsi_assets.definitions; "
+        "assert 'numba' not in sys.modules, 'numba was imported'; "
+        "from shapely.geometry import box; "
+        "wsi_core.tiling.annotation_coverage([box(0, 0, 9, 9)], box(0, 0, 4, 4), [(0, 0)], 1.0); "
+        "assert 'numba' in sys.modules"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
