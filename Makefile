@@ -18,9 +18,9 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# Lint, format and type checks first (seconds), then the whole suite.
+# Lint, format and type checks first (seconds), then the whole suite, naming its slowest tests.
 test: lint
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest --durations=15
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
