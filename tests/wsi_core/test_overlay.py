@@ -441,3 +441,17 @@ def test_the_cached_rectangle_test_agrees_with_the_geometry_one():
     expected = [True, True, True, True, False, False, False, False]
     assert [is_axis_aligned_rectangle(roi) for roi in rois] == expected
     assert [overlay_module._is_rectangle(roi.wkb) for roi in rois] == expected
+
+
+def test_clip_ranges_equal_numpy_clipping():
+    """Ranges placed off either side of the region, across it and reversed by rounding come
+    out as NumPy's clip gives them, never reversed."""
+    rng = np.random.default_rng(4)
+    origin = rng.integers(-80, 140, 2000)
+    start = rng.integers(-3, 40, 2000)
+    stop = start + rng.integers(-2, 40, 2000)
+    first, last = overlay_kernels.clip_ranges(origin, start, stop, 100)
+    expected_first = np.clip(origin + start, 0, 100)
+    expected_last = np.maximum(np.clip(origin + stop, 0, 100), expected_first)
+    assert first.tolist() == expected_first.tolist()
+    assert last.tolist() == expected_last.tolist()

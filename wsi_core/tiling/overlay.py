@@ -729,22 +729,19 @@ def _count_box(
     ROI: a summed-area table per value over the blocks between the tiles' edges, four look-ups
     per tile (:func:`~wsi_core.tiling.overlay_kernels.range_counts`); ``values`` is the region
     read at overlay-level pixel ``rx, ry``."""
+    # Compiled by numba, which costs 120 MB and a third of a second to import: only here.
+    from wsi_core.tiling.overlay_kernels import clip_ranges, range_counts
+
     min_x, min_y, max_x, max_y = roi.bounds
     h, w = values.codes.shape
     x0, x1 = _owned_range(min_x, max_x, windows.scale[0], windows.offset_x[rows], windows.width)
     y0, y1 = _owned_range(min_y, max_y, windows.scale[1], windows.offset_y[rows], windows.height)
     # window-relative -> region-relative, clipped to the region (the image part that was read)
-    x0 = np.clip(x0 + windows.x[rows] - rx, 0, w)
-    x1 = np.clip(x1 + windows.x[rows] - rx, 0, w)
-    y0 = np.clip(y0 + windows.y[rows] - ry, 0, h)
-    y1 = np.clip(y1 + windows.y[rows] - ry, 0, h)
-    x1, y1 = np.maximum(x1, x0), np.maximum(y1, y0)
+    x0, x1 = clip_ranges(windows.x[rows] - rx, x0, x1, w)
+    y0, y1 = clip_ranges(windows.y[rows] - ry, y0, y1, h)
     counts = np.zeros((rows.size, len(values.keys)), dtype=np.int64)
     if not values.keys:  # the band of tiles whose windows miss the image
         return counts
-    # Compiled by numba, which costs 120 MB and a third of a second to import: only here.
-    from wsi_core.tiling.overlay_kernels import range_counts
-
     # Every pixel of the range is on the image, so the first value is the area minus the rest.
     counts[:, 0] = (x1 - x0) * (y1 - y0)
     for k in range(1, len(values.keys)):

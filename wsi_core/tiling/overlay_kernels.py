@@ -74,6 +74,21 @@ def _decode_rows(plane: np.ndarray, stop: int, low: np.integer, high: np.integer
 
 
 @njit(cache=True, nogil=True)
+def clip_ranges(
+    origin: np.ndarray, start: np.ndarray, stop: np.ndarray, size: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Window-relative ranges ``[start, stop)`` placed at the window origins ``origin``
+    (region-relative overlay-level pixels), clipped to the region's ``[0, size]``: the
+    ranges' first and last-plus-one pixels, never reversed (an empty range stays empty)."""
+    first = np.empty(origin.size, dtype=np.int64)
+    last = np.empty(origin.size, dtype=np.int64)
+    for i in range(origin.size):
+        first[i] = min(max(origin[i] + start[i], 0), size)
+        last[i] = max(min(max(origin[i] + stop[i], 0), size), first[i])
+    return first, last
+
+
+@njit(cache=True, nogil=True)
 def range_counts(
     present: np.ndarray, x0: np.ndarray, x1: np.ndarray, y0: np.ndarray, y1: np.ndarray
 ) -> np.ndarray:
