@@ -65,12 +65,11 @@ def _simple_rings(
     boxes come within the tolerance may cross or come within it."""
     n_rings = len(offsets) - 1
     simple = np.zeros(n_rings, dtype=np.bool_)
-    ax, ay = np.empty(len(x)), np.empty(len(x))
-    bx, by = np.empty(len(x)), np.empty(len(x))
-    # Buffers for one ring's edges in sweep order.
-    lo_x, hi_x = np.empty(len(x)), np.empty(len(x))
-    lo_y, hi_y = np.empty(len(x)), np.empty(len(x))
+    # Buffers for one ring: its edges, their order by least x, their boxes in that order.
+    edges = (np.empty(len(x)), np.empty(len(x)), np.empty(len(x)), np.empty(len(x)))
+    ax, ay, bx, by = edges
     order = np.empty(len(x), dtype=np.int64)
+    boxes = (np.empty(len(x)), np.empty(len(x)), np.empty(len(x)), np.empty(len(x)))
     for r in range(n_rings):
         first, stop = offsets[r], offsets[r + 1]
         m = 0
@@ -88,11 +87,7 @@ def _simple_rings(
         if _folds(ax, ay, bx, by, m, tol):
             continue
         _sort_by_least_x(ax, bx, m, order)
-        for k in range(m):
-            i = order[k]
-            lo_x[k], hi_x[k] = min(ax[i], bx[i]), max(ax[i], bx[i])
-            lo_y[k], hi_y[k] = min(ay[i], by[i]), max(ay[i], by[i])
-        simple[r] = _sweep(order, lo_x, hi_x, lo_y, hi_y, ax, ay, bx, by, m, tol, pairs_per_edge)
+        simple[r] = _sweep(edges, m, order, boxes, tol, pairs_per_edge)
     return simple
 
 
@@ -148,22 +143,23 @@ def _folds(
 
 @njit(cache=True, nogil=True)
 def _sweep(
-    order: np.ndarray,
-    lo_x: np.ndarray,
-    hi_x: np.ndarray,
-    lo_y: np.ndarray,
-    hi_y: np.ndarray,
-    ax: np.ndarray,
-    ay: np.ndarray,
-    bx: np.ndarray,
-    by: np.ndarray,
+    edges: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
     m: int,
+    order: np.ndarray,
+    boxes: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
     tol: float,
     pairs_per_edge: int,
 ) -> bool:
-    """Whether no two non-consecutive edges of the ring meet or come within ``tol``: the edges
-    ``order`` sorted by least x, their boxes in that order; False too when that would take
-    more than ``pairs_per_edge`` box tests an edge."""
+    """Whether no two non-consecutive edges of the ring's ``m`` ``edges`` (ax, ay, bx, by)
+    meet or come within ``tol``, swept in ``order`` (by least x; ``boxes`` is a buffer for
+    their boxes in that order); False too when that would take more than ``pairs_per_edge``
+    box tests an edge."""
+    ax, ay, bx, by = edges
+    lo_x, hi_x, lo_y, hi_y = boxes
+    for k in range(m):
+        i = order[k]
+        lo_x[k], hi_x[k] = min(ax[i], bx[i]), max(ax[i], bx[i])
+        lo_y[k], hi_y[k] = min(ay[i], by[i]), max(ay[i], by[i])
     budget = pairs_per_edge * m
     for k in range(m):
         stop = k + 1

@@ -138,6 +138,7 @@ def _pairs_in_cells(
     eseg = seg[piece]
     egroup = group[eseg].astype(np.int32)
     single = (np.bincount(seg) == 1)[eseg]
+    entries = (egroup, ex0, ey0, ex1, ey1, column, row)
     crowded = np.zeros(n, dtype=np.bool_)
     # Two passes: count each entry's partners, then write the partners of the entries that have
     # some (the counting loop has no branch, so the compiler vectorises it).
@@ -154,21 +155,7 @@ def _pairs_in_cells(
                 crowded[eseg[run:stop]] = True
             else:
                 cell_at = (key[run] // _KEY_ROWS, key[run] % _KEY_ROWS)
-                _cell_partners(
-                    run,
-                    stop,
-                    cell_at,
-                    egroup,
-                    ex0,
-                    ey0,
-                    ex1,
-                    ey1,
-                    column,
-                    row,
-                    partners,
-                    start,
-                    found_v,
-                )
+                _cell_partners(run, stop, cell_at, entries, partners, start, found_v)
             run = stop
         if not write:
             start = np.cumsum(partners) - partners
@@ -184,29 +171,24 @@ def _pairs_in_cells(
     return keys // n, keys % n, crowded
 
 
+# The cell entries' columns, in cell order: group, box (x0, y0, x1, y1), lower corner's cell
+# column and row.
+_Entries = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+
+
 @njit(cache=True, nogil=True, inline="always")
-def _meet(
-    u: int,
-    v: int,
-    cell: tuple[int, int],
-    egroup: np.ndarray,
-    ex0: np.ndarray,
-    ey0: np.ndarray,
-    ex1: np.ndarray,
-    ey1: np.ndarray,
-    column: np.ndarray,
-    row: np.ndarray,
-) -> bool:
+def _meet(u: int, v: int, cell: tuple[int, int], entries: _Entries) -> bool:
     """Whether entries ``u`` and ``v`` of ``cell`` (column, row) are of different groups and
     their boxes overlap with the corner of the overlap in this cell (floor is monotonic, so the
     corner's column and row are the larger of theirs), so that each pair of pieces meets in
     one cell only. No branch: its parts are unpredictable."""
+    group, x0, y0, x1, y1, column, row = entries
     return (
-        (egroup[v] != egroup[u])
-        & (ex0[v] <= ex1[u])
-        & (ex0[u] <= ex1[v])
-        & (ey0[v] <= ey1[u])
-        & (ey0[u] <= ey1[v])
+        (group[v] != group[u])
+        & (x0[v] <= x1[u])
+        & (x0[u] <= x1[v])
+        & (y0[v] <= y1[u])
+        & (y0[u] <= y1[v])
         & (max(column[u], column[v]) == cell[0])
         & (max(row[u], row[v]) == cell[1])
     )
@@ -217,13 +199,7 @@ def _cell_partners(
     run: int,
     stop: int,
     cell: tuple[int, int],
-    egroup: np.ndarray,
-    ex0: np.ndarray,
-    ey0: np.ndarray,
-    ex1: np.ndarray,
-    ey1: np.ndarray,
-    column: np.ndarray,
-    row: np.ndarray,
+    entries: _Entries,
     partners: np.ndarray,
     start: np.ndarray,
     found: np.ndarray,
@@ -231,22 +207,23 @@ def _cell_partners(
     """For entries ``run..stop-1`` of ``cell``: how many later entries each meets
     (:func:`_meet`), into ``partners``; or, when ``found`` is not empty, which ones, into
     ``found[start[u]:start[u] + partners[u]]`` for each entry ``u``."""
+    group = entries[0]
     write = len(found) > 0
     # Entries keep the segments' order within a cell, so a group's entries there are usually
     # one run: each entry is paired from the end of its run on.
     group_end = stop
     for u in range(stop - 1, run - 1, -1):
-        if u + 1 < stop and egroup[u + 1] != egroup[u]:
+        if u + 1 < stop and group[u + 1] != group[u]:
             group_end = u + 1
         if not write:
             total = 0
             for v in range(group_end, stop):
-                total += _meet(u, v, cell, egroup, ex0, ey0, ex1, ey1, column, row)
+                total += _meet(u, v, cell, entries)
             partners[u] = total
         elif partners[u] > 0:
             slot = start[u]
             for v in range(group_end, stop):
-                if _meet(u, v, cell, egroup, ex0, ey0, ex1, ey1, column, row):
+                if _meet(u, v, cell, entries):
                     found[slot] = v
                     slot += 1
 
