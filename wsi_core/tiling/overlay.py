@@ -493,14 +493,28 @@ def _read_bands(slide: SlideReader, windows: _Windows):
     x1 = np.clip(windows.x + windows.width, 0, level_w)
     y0 = np.clip(windows.y, 0, level_h)
     y1 = np.clip(windows.y + windows.height, 0, level_h)
-    on_image = np.flatnonzero((x1 > x0) & (y1 > y0))
-    off_image = np.flatnonzero(~((x1 > x0) & (y1 > y0)))
+    on = (x1 > x0) & (y1 > y0)
+    on_image, off_image = np.flatnonzero(on), np.flatnonzero(~on)
     if off_image.size:
         yield off_image, _empty_region(slide, windows.level), 0, 0
+    if not on_image.size:
+        return
+    rx, ry, rw, rh = _union(on_image, x0, x1, y0, y1)
+    if rw * rh <= READ_BUDGET_PIXELS:  # the usual call: one read, the rows in any order
+        yield on_image, slide.read_level_region(windows.level, rx, ry, rw, rh), rx, ry
+        return
     for rows in _bands(on_image[np.argsort(y0[on_image], kind="stable")], x0, x1, y0, y1):
-        rx, ry = int(x0[rows].min()), int(y0[rows].min())
-        rw, rh = int(x1[rows].max()) - rx, int(y1[rows].max()) - ry
+        rx, ry, rw, rh = _union(rows, x0, x1, y0, y1)
         yield rows, slide.read_level_region(windows.level, rx, ry, rw, rh), rx, ry
+
+
+def _union(
+    rows: np.ndarray, x0: np.ndarray, x1: np.ndarray, y0: np.ndarray, y1: np.ndarray
+) -> tuple[int, int, int, int]:
+    """``(x, y, width, height)`` of the union of the clipped windows of ``rows`` (``x0 .. y1``,
+    overlay-level pixels)."""
+    x, y = int(x0[rows].min()), int(y0[rows].min())
+    return x, y, int(x1[rows].max()) - x, int(y1[rows].max()) - y
 
 
 def _bands(
