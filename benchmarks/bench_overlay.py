@@ -7,9 +7,9 @@ tiles map to (the level closest to the tiles' resolution, as ``tile_overlay_over
 it; the mask's only level here): open the TIFF with tifffile and decode that page whole into
 a NumPy array, nothing else. The aim is ``tile_overlay_overlap`` within 1.5x the floor.
 
-Every row is the best of the same repeats. ``ratio_vs_baseline`` is the speed-up (baseline
-seconds over the row's); ``ratio_vs_floor`` is the slow-down (the row's seconds over the
-floor's, 1.0 being decode speed).
+Each row is its best of several calls: the baseline (seconds) of 3, the others of 10.
+``ratio_vs_baseline`` is the speed-up (baseline seconds over the row's); ``ratio_vs_floor`` is
+the slow-down (the row's seconds over the floor's, 1.0 being decode speed).
 """
 
 from __future__ import annotations
@@ -31,6 +31,9 @@ SLIDE = (40000, 30000)
 TILE = 512
 TILE_MPP = 0.25
 MASK_MPP = 4.0
+# The rows that take milliseconds (the kernel's and the floor's) are the best of this many
+# calls, as the machine is shared; the baseline (seconds) of three.
+FAST_REPEATS = 10
 
 
 def tissue_mask(seed: int = 0) -> np.ndarray:
@@ -111,14 +114,18 @@ def run() -> list[dict]:
         circle = Point(TILE / 2, TILE / 2).buffer(TILE / 2, quad_segs=32)
         base_s, base = timed(baseline, path, square, xs, ys)
         rows = [("overlay: per-tile read + mask + unique (baseline)", base_s)]
-        fast_s, fast = timed(tile_overlay_overlap, square, path, xs, ys, TILE_MPP, TILE_MPP)
+        fast_s, fast = timed(
+            tile_overlay_overlap, square, path, xs, ys, TILE_MPP, TILE_MPP, repeat=FAST_REPEATS
+        )
         for b, f in zip(base, fast, strict=True):
             assert all(abs(f.get(k, 0.0) - v) < 1e-12 for k, v in b.items()), (b, f)
         rows.append(("overlay: tile_overlay_overlap, box ROI (block sums)", fast_s))
-        circ_s, _ = timed(tile_overlay_overlap, circle, path, xs, ys, TILE_MPP, TILE_MPP)
+        circ_s, _ = timed(
+            tile_overlay_overlap, circle, path, xs, ys, TILE_MPP, TILE_MPP, repeat=FAST_REPEATS
+        )
         rows.append(("overlay: tile_overlay_overlap, circle ROI (masks)", circ_s))
         level = overlay_level(path)
-        floor_s, decoded = timed(plain_decode, path, level)
+        floor_s, decoded = timed(plain_decode, path, level, repeat=FAST_REPEATS)
         with open_slide(path) as slide:
             assert decoded.shape[1::-1] == slide.level_dimensions[level], decoded.shape
         rows.append(("overlay: one plain decode of the overlay level (floor)", floor_s))
