@@ -295,7 +295,7 @@ def test_random_polygons_against_oracle(roi_name, downsample):
 
 @pytest.mark.parametrize("seed", range(6))
 def test_numpy_kernel_matches_geos_route(seed):
-    # Two independent implementations for a rectangle ROI: the NumPy kernel and the GEOS route.
+    # Two independent implementations for a rectangle ROI: the rectangle kernel and the GEOS route.
     rng = np.random.default_rng(100 + seed)
     annotations = _random_annotations(rng, np.array([400.0, 300.0]), aligned_step=32)
     annotations += [_star(rng, *rng.uniform(0, 400, 2), rng.uniform(20, 150), 60) for _ in range(6)]

@@ -80,7 +80,7 @@ def test_the_slit_is_within_an_area_tolerance_of_its_bounding_box():
 
 
 def test_coverage_kernel_takes_the_general_route_for_a_near_rectangle(monkeypatch):
-    """The slit ROI is not a rectangle: the NumPy rectangle kernel (which computes on the
+    """The slit ROI is not a rectangle: the rectangle kernel (which computes on the
     bounding box) is never asked, and coverage and geometry match the oracle."""
 
     def refuse(*args, **kwargs):

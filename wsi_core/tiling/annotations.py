@@ -14,7 +14,7 @@ Frames and units:
 fractions for all tiles at once, computed by a faster route that gives the same numbers (to
 rounding, far below 1e-9): for an axis-aligned rectangular ROI (exactly one, as
 :func:`wsi_core.geometry.is_axis_aligned_rectangle` decides for the overlay kernel too) the
-NumPy kernel in :mod:`wsi_core.tiling.rect_coverage`, for any other ROI the GEOS route in this
+kernel in :mod:`wsi_core.tiling.rect_coverage`, for any other ROI the GEOS route in this
 module.
 
 Only polygonal annotation parts carry area: points and lines are ignored, geometry
@@ -336,7 +336,7 @@ def annotation_coverage(
     ``progress(done, total)`` hears of the tiles measured, batch by batch (see
     :class:`~wsi_core.progress.Throttled`).
 
-    For an axis-aligned rectangular ROI (the usual tile box) a NumPy kernel computes each
+    For an axis-aligned rectangular ROI (the usual tile box) a compiled kernel computes each
     tile's area exactly (Green's theorem): the boundary of the annotations' union is found once
     for the whole grid (edges cut where other annotations' edges cross them, the pieces inside
     another annotation dropped; GEOS unions the groups whose edges touch or run along each

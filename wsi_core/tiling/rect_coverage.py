@@ -1,4 +1,4 @@
-"""Exact coverage of axis-aligned rectangular tiles by a union of polygons (NumPy kernel).
+"""Exact coverage of axis-aligned rectangular tiles by a union of polygons (NumPy, compiled loops).
 
 The fast route of :func:`wsi_core.tiling.annotations.annotation_coverage` for an axis-aligned
 rectangular ROI. Everything here is at level 0: tile rectangles and polygon edges are in
