@@ -5,7 +5,9 @@ The baseline is the seed library's approach: per tile, read the window, rasteris
 ``np.unique`` the unmasked values. The floor is one plain decode of the overlay level the
 tiles map to (the level closest to the tiles' resolution, as ``tile_overlay_overlap`` picks
 it; the mask's only level here): open the TIFF with tifffile and decode that page whole into
-a NumPy array, nothing else. The aim is ``tile_overlay_overlap`` within 1.5x the floor.
+a NumPy array, nothing else. The aim is ``tile_overlay_overlap`` within 1.5x the floor. Rows
+for ``overlap_fractions`` time the matrix form that the tables and the Ray expression use (the
+same counts, without one Python dict per tile).
 
 Each row is its best of several calls: the baseline (seconds) of 3, the others of 10.
 ``ratio_vs_baseline`` is the speed-up (baseline seconds over the row's); ``ratio_vs_floor`` is
@@ -25,7 +27,7 @@ from shapely.geometry import Point, box
 
 from wsi_core.slide import open_slide
 from wsi_core.synthetic import write_pyramid_tiff
-from wsi_core.tiling import grid_tile_array, tile_overlay_overlap
+from wsi_core.tiling import grid_tile_array, overlap_fractions, tile_overlay_overlap
 
 SLIDE = (40000, 30000)
 TILE = 512
@@ -124,6 +126,15 @@ def run() -> list[dict]:
             tile_overlay_overlap, circle, path, xs, ys, TILE_MPP, TILE_MPP, repeat=FAST_REPEATS
         )
         rows.append(("overlay: tile_overlay_overlap, circle ROI (masks)", circ_s))
+        # The matrix form, which the overlay_overlap table and the Ray expression use: the same
+        # counts without a Python dict per tile.
+        for name, roi in (("box", square), ("circle", circle)):
+            table_s, table = timed(
+                overlap_fractions, roi, path, xs, ys, TILE_MPP, TILE_MPP, repeat=FAST_REPEATS
+            )
+            if roi is square:
+                assert table.rows() == fast
+            rows.append((f"overlay: overlap_fractions, {name} ROI (the tables' matrix)", table_s))
         level = overlay_level(path)
         floor_s, decoded = timed(plain_decode, path, level, repeat=FAST_REPEATS)
         with open_slide(path) as slide:
