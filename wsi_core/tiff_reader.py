@@ -96,12 +96,28 @@ class _Level:
     decode: Callable[..., Any]
 
 
+@dataclass(frozen=True)
+class ParsedTiff:
+    """What :class:`TiffReader` finds in a local file when it opens it: its levels (tifffile
+    pages, which stay valid after their file handle is closed) and what the file records.
+    Read-only, so readers of the same unchanged file may share it
+    (``TiffReader(path, parsed=...)``)."""
+
+    levels: tuple[_Level, ...]
+    file_mpp: tuple[float, float] | None  # micrometres per level-0 pixel
+    vendor: str
+    tiff_kind: str
+    software: str
+
+
 class TiffReader(SlideReader):
-    """A TIFF or OME-TIFF slide read with tifffile; one open ``TiffFile`` per reader.
+    """A TIFF or OME-TIFF slide read with tifffile; one open file handle per reader.
 
     ``mpp`` (micrometres per level-0 pixel, float or ``(x, y)``) overrides what the file
     records. ``storage_options`` go to fsspec when ``path`` is a URL (endpoint, credentials;
-    see :mod:`wsi_core.remote`) and are ignored for a local path. Reads are serialised on the
+    see :mod:`wsi_core.remote`) and are ignored for a local path. ``parsed``, the
+    :attr:`parsed` of another reader of the same local file, unchanged since, spares the
+    structure walk and tifffile's parse (``layout`` is then unused). Reads are serialised on the
     file handle and decoded outside the lock, so one reader can be shared by threads.
     """
 
@@ -112,19 +128,28 @@ class TiffReader(SlideReader):
         *,
         storage_options: Mapping[str, Any] | None = None,
         layout: TiffLayout | None = None,
+        parsed: ParsedTiff | None = None,
     ) -> None:
         self.path = os.fspath(path)
         self._storage_options = storage_options
         self._layout = layout  # of a local file, read by the caller (open_slide) just now
         self._tif: tifffile.TiffFile | None = None
+        # What segments are read through: the TiffFile's handle, or the reader's own when
+        # it was given another reader's parse. None once closed.
+        self._handle: tifffile.FileHandle | None = None
         self._file: IO[bytes] | None = None  # the fsspec file of a URL; tifffile won't close it
+        #: What was parsed from the local file (given, or found on opening it); None for a URL.
+        self.parsed = parsed
         self._mpp_override = None if mpp is None else as_mpp_pair(mpp)
         self._lock = threading.RLock()
         #: Most decoded bytes a :meth:`read_tiles` call holds for later tiles (bytes).
         self.tile_cache_bytes = TILE_CACHE_BYTES
         try:
             with slide_errors(self.path, "cannot read the TIFF structure"):
-                self._open()
+                if parsed is None:
+                    self._open()
+                else:
+                    self._reopen(parsed)
         except BaseException:
             self.close()
             raise
@@ -143,21 +168,44 @@ class TiffReader(SlideReader):
         series = self._tif.series
         if not series:
             raise SlideError(self.path, "the TIFF holds no image")
-        self._levels = _find_levels(self.path, series)
+        levels = _find_levels(self.path, series)
         layout.check_data(
             self.path,
             {
                 page.offset: f"level {index}"
-                for index, level in enumerate(self._levels)
+                for index, level in enumerate(levels)
                 for page in level.pages
             },
         )
-        self._file_mpp = _file_mpp(self._tif, self._levels[0].keyframe)
-        self.vendor = _VENDORS.get(series[0].kind, "generic-tiff")
+        parsed = ParsedTiff(
+            levels=tuple(levels),
+            file_mpp=_file_mpp(self._tif, levels[0].keyframe),
+            vendor=_VENDORS.get(series[0].kind, "generic-tiff"),
+            tiff_kind=str(series[0].kind),
+            software=str(self._tif.pages.first.software or ""),
+        )
+        self._handle = self._tif.filehandle
+        self._adopt(parsed)
+        if self._file is None:  # a local file: its parse may serve later readers
+            self.parsed = parsed
+
+    def _reopen(self, parsed: ParsedTiff) -> None:
+        """Open the local file that another reader parsed as ``parsed`` (its :attr:`parsed`)
+        while the file was as it is now, which the caller has checked (see
+        :mod:`wsi_core.file_cache`): its own handle, without the structure walk or tifffile's
+        parse (about 0.5 ms for a one-page mask)."""
+        self._handle = tifffile.FileHandle(self.path)
+        self._adopt(parsed)
+
+    def _adopt(self, parsed: ParsedTiff) -> None:
+        """Take the levels and records of the file from ``parsed``."""
+        self._levels = list(parsed.levels)
+        self._file_mpp = parsed.file_mpp
+        self.vendor = parsed.vendor
         #: tifffile's name for the TIFF flavour: "svs", "ome", "generic", "ndpi", ...
-        self.tiff_kind = str(series[0].kind)
+        self.tiff_kind = parsed.tiff_kind
         #: The Software tag of the first page ("" when absent).
-        self.software = str(self._tif.pages.first.software or "")
+        self.software = parsed.software
         width0, height0 = self._levels[0].width, self._levels[0].height
         self._dimensions = tuple((level.width, level.height) for level in self._levels)
         self._downsamples = tuple(
@@ -236,7 +284,10 @@ class TiffReader(SlideReader):
         """Close the TIFF file (and the fsspec file of a URL); a second call does nothing."""
         if self._tif is not None:
             tif, self._tif = self._tif, None
-            tif.close()
+            tif.close()  # its file handle too
+        elif self._handle is not None:  # a reader given another reader's parse
+            self._handle.close()
+        self._handle = None
         if self._file is not None:
             handle, self._file = self._file, None
             handle.close()
@@ -313,7 +364,7 @@ class TiffReader(SlideReader):
         """Raw samples of a window wholly inside ``level``: every page of the level (one per
         OME channel plane) stacked on the last axis; decoded segments shared through
         ``cache`` when given."""
-        if self._tif is None:
+        if self._handle is None:
             raise SlideError(self.path, "the slide is closed")
         planes = [
             self._read_page_window(level, info, plane, x, y, width, height, cache)
@@ -424,9 +475,9 @@ class TiffReader(SlideReader):
                 "jpegheader": keyframe.jpegheader,
             }
         with self._lock:  # tifffile's file handle is one seek position for all threads
-            if self._tif is None:  # closed by another thread since the read began
+            if self._handle is None:  # closed by another thread since the read began
                 raise SlideError(self.path, "the slide is closed")
-            segments = self._tif.filehandle.read_segments(
+            segments = self._handle.read_segments(
                 offsets, counts, indices=indices, sort=True, flat=True
             )
             # tifffile annotates both forms of the result (flat or not) as one union.
@@ -664,6 +715,9 @@ def _as_level(path: str, level: tifffile.TiffPageSeries) -> _Level:
             path,
             f"a level with axes {level.axes!r} is not one 2-D image (Z or T stacks are not slides)",
         )
+    # tifffile reads a palette (ColorMap) from the file when first asked: ask now, while the
+    # file is open, since readers of a file parsed before share this page without its handle.
+    keyframe.tags.valueof(320)
     return _Level(
         pages=pages,
         keyframe=keyframe,
