@@ -1,13 +1,56 @@
-"""Scalar geometry of straight segments for the compiled loops (numba) of the kernels.
+"""Straight segments: a table of them for NumPy, and the scalar geometry that the kernels'
+compiled loops (numba) share.
 
-Segments are given as four coordinate arrays ``ax, ay, bx, by`` and an index, in whatever frame
-the caller uses (level-0 pixels in the kernels); distances come back in that frame's unit.
+Segments are four coordinate arrays ``ax, ay, bx, by`` (the compiled helpers take an index into
+them), in whatever frame the caller uses (level-0 pixels in the kernels); distances come back
+in that frame's unit.
 """
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 from numba import njit
+
+
+class Segments(NamedTuple):
+    """Straight segments ``(ax, ay) -> (bx, by)``, one per row."""
+
+    ax: np.ndarray
+    ay: np.ndarray
+    bx: np.ndarray
+    by: np.ndarray
+
+    def take(self, rows: np.ndarray) -> Segments:
+        """The segments at ``rows`` (an index or a mask)."""
+        return Segments(self.ax[rows], self.ay[rows], self.bx[rows], self.by[rows])
+
+    def canonical(self) -> tuple[Segments, np.ndarray]:
+        """The segments with their ends ordered by (x, y), and which were turned. A segment and
+        its reverse (an edge two polygons share) then give bit-identical points."""
+        flip = (self.bx < self.ax) | ((self.bx == self.ax) & (self.by < self.ay))
+        return (
+            Segments(
+                np.where(flip, self.bx, self.ax),
+                np.where(flip, self.by, self.ay),
+                np.where(flip, self.ax, self.bx),
+                np.where(flip, self.ay, self.by),
+            ),
+            flip,
+        )
+
+    def point_at(
+        self, t: np.ndarray, rows: np.ndarray | slice = slice(None)
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The points at parameters ``t`` (0 at a, 1 at b) along segments ``rows``.
+
+        Exactly a at 0 and b at 1, and exactly on the line of a vertical or horizontal segment:
+        a piece of a segment along a tile side stays on that side.
+        """
+        ax, ay, bx, by = self.ax[rows], self.ay[rows], self.bx[rows], self.by[rows]
+        end = t == 1
+        return np.where(end, bx, ax + t * (bx - ax)), np.where(end, by, ay + t * (by - ay))
 
 
 @njit(cache=True, nogil=True, inline="always")

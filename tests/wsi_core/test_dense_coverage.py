@@ -12,6 +12,7 @@ import sys
 import textwrap
 import tracemalloc
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -20,8 +21,8 @@ from kernel_oracles import oracle_areas
 from shapely import Point, Polygon, box
 
 import wsi_core.tiling.annotations as annotations_module
+import wsi_core.tiling.edge_crossings as edge_crossings_module
 import wsi_core.tiling.rect_coverage as rect_coverage_module
-import wsi_core.tiling.segment_pairs as segment_pairs_module
 import wsi_core.tiling.tile_buckets as tile_buckets_module
 import wsi_core.tiling.union_boundary as union_boundary_module
 from wsi_core.geometry import clip_to_rect
@@ -123,7 +124,7 @@ def test_dense_field_matches_oracle(field, downsample, route, monkeypatch, small
     """Many polygons per tile, overlapping, touching, with holes and duplicates, through each
     way of finding the union's boundary: by crossings wherever no edges touch (GEOS for the
     groups where they do), by GEOS for every overlapping group, or by GEOS for the groups with
-    an edge in a crowded grid cell (here, any cell of more than 4 edge pieces)."""
+    a crowded pair of polygons (here, swept always and crowded past 1 look an edge)."""
     annotations, coords, expected = _field_case(field, downsample)
     if route == "geos":
         monkeypatch.setattr(
@@ -132,10 +133,21 @@ def test_dense_field_matches_oracle(field, downsample, route, monkeypatch, small
             functools.partial(union_boundary_module.union_boundary, by_geos=True),
         )
     elif route == "crowded":
-        monkeypatch.setattr(segment_pairs_module, "_CROWDED_CELL", 4)
+        monkeypatch.setattr(edge_crossings_module, "_SWEEP", 0)
+        monkeypatch.setattr(edge_crossings_module, "_PAIRS_PER_EDGE", 1)
+        crowded: list[int] = []
+
+        def recorded(*args: Any) -> edge_crossings_module.PairCrossings:
+            found = edge_crossings_module.pair_crossings(*args)
+            crowded.append(len(found.crowded))
+            return found
+
+        monkeypatch.setattr(union_boundary_module, "pair_crossings", recorded)
     assert ((expected > 0.05) & (expected < 0.95)).sum() > len(expected) / 3
     coverage = annotation_coverage(annotations, box(0, 0, TILE, TILE), coords, downsample)
     np.testing.assert_allclose(coverage, expected, rtol=0, atol=1e-9)
+    if route == "crowded":
+        assert sum(crowded) > 0
 
 
 @pytest.mark.parametrize("downsample", DOWNSAMPLES)

@@ -22,8 +22,8 @@ from kernel_oracles import oracle_areas
 from shapely import MultiPolygon, Polygon, box
 
 import wsi_core.tiling.annotations as annotations_module
+import wsi_core.tiling.edge_crossings as edge_crossings_module
 import wsi_core.tiling.rect_coverage as rect_coverage_module
-import wsi_core.tiling.segment_pairs as segment_pairs_module
 import wsi_core.tiling.union_boundary as union_boundary_module
 from wsi_core.tiling import annotation_coverage, grid_tile_array
 
@@ -327,7 +327,11 @@ VARIANTS = {
         (rect_coverage_module, "_CHUNK_ROWS", 7),
         (rect_coverage_module, "_CHUNK_TILES", 3),
     ],
-    "crowded_cells": [(segment_pairs_module, "_CROWDED_CELL", 3)],
+    "swept": [(edge_crossings_module, "_SWEEP", 0)],
+    "crowded_pairs": [
+        (edge_crossings_module, "_SWEEP", 0),
+        (edge_crossings_module, "_PAIRS_PER_EDGE", 0),
+    ],
     "all_by_geos": [
         (
             rect_coverage_module,
@@ -356,9 +360,9 @@ def _identity_inputs():
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
 def test_chunking_and_fallbacks_change_nothing(variant, monkeypatch):
-    """Tiny chunks of tiles and of candidate pairs, every grid cell crowded (so every group is
-    unioned by GEOS), or GEOS for every group: each tile's value stays the default run's, to
-    1e-12."""
+    """Tiny chunks of tiles, edges paired by the sweep, every pair of polygons with edges to
+    compare crowded (so GEOS unions their groups), or GEOS for every group: each tile's value
+    stays the default run's, to 1e-12."""
     cases = list(_identity_inputs())
     default = [annotation_coverage(g, roi, o, ds) for _, g, roi, o, ds in cases]
     for module, attribute, value in VARIANTS[variant]:

@@ -15,8 +15,8 @@ import numpy as np
 import shapely
 from numba import njit
 
+from wsi_core.segments import Segments
 from wsi_core.tiling.ragged import at_most, bounded_chunks, group_bounds, ragged_expand, sum_by
-from wsi_core.tiling.segment_pairs import Segments
 from wsi_core.tiling.tile_buckets import TileBuckets
 from wsi_core.tiling.union_boundary import union_boundary
 

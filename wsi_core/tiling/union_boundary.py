@@ -19,8 +19,9 @@ group of polygons linked by overlapping boxes that holds such a contact is left 
 as is any group whose counts do not add up: GEOS's coverage check passes the polygons that only
 share edges (a tessellation of cells) as they are, and GEOS unions the others.
 
-The loops over edge pairs, crossings, cut pieces and ring starts are compiled by numba; the
-rest is NumPy on whole columns.
+The crossings are found polygon pair by polygon pair (:mod:`~wsi_core.tiling.edge_crossings`);
+the loops over them, the cut pieces and the ring starts are compiled by numba; the rest is
+NumPy on whole columns.
 """
 
 from __future__ import annotations
@@ -32,9 +33,9 @@ import shapely
 from numba import njit
 
 from wsi_core.geometry import explode_polygons
-from wsi_core.segments import end_distance, segment_point
+from wsi_core.segments import Segments
+from wsi_core.tiling.edge_crossings import Crossings, pair_crossings
 from wsi_core.tiling.ragged import connected_groups, group_bounds, sum_by
-from wsi_core.tiling.segment_pairs import Segments, near_pairs
 
 
 class _RingEdges(NamedTuple):
@@ -46,18 +47,6 @@ class _RingEdges(NamedTuple):
     weight: np.ndarray  # +1 where the polygon lies left of the edge (shoelace sense), else -1
     ring_first: np.ndarray  # first edge of each ring
     ring_part: np.ndarray  # polygon of each ring
-
-
-class _Crossings(NamedTuple):
-    """Proper crossings of edges of different polygons: on edge ``edge`` at parameter ``t``
-    (0..1 from its start), the count of other polygons around it changes by ``delta``; the
-    crossing point is ``(x, y)``, the same value for both edges that cross there."""
-
-    edge: np.ndarray
-    t: np.ndarray
-    delta: np.ndarray
-    x: np.ndarray
-    y: np.ndarray
 
 
 def union_boundary(parts: np.ndarray, tol: float, by_geos: bool = False) -> Segments:
@@ -74,8 +63,9 @@ def union_boundary(parts: np.ndarray, tol: float, by_geos: bool = False) -> Segm
     group, alone = _overlap_groups(len(parts), near)
     failed = np.zeros(group.max() + 1, dtype=bool)
     failed[group[~alone]] = by_geos
-    shared = np.flatnonzero(~alone[edges.part] & ~failed[group[edges.part]])
-    crossings, touching = _crossings(edges, shared, tol)
+    live = ~alone & ~failed[group]
+    shared = np.flatnonzero(live[edges.part])
+    crossings, touching = _crossings(edges, near, live, tol)
     failed[group[touching]] = True
     pieces, count, edge = _pieces(edges, shared, crossings, _ring_start_counts(edges, near))
     failed[group[_inconsistent_parts(edges, edge, count)]] = True
@@ -136,74 +126,19 @@ def _overlap_groups(n: int, near: tuple[np.ndarray, np.ndarray]) -> tuple[np.nda
     return group, alone
 
 
-def _crossings(edges: _RingEdges, shared: np.ndarray, tol: float) -> tuple[_Crossings, np.ndarray]:
-    """Crossings among the ``shared`` edges (indices), and the polygons whose edges touch
-    another polygon's, or crowd together, so that crossings cannot be decided reliably."""
-    pairs = near_pairs(edges.segments.take(shared), edges.part[shared], tol)
-    ax, ay, bx, by = (np.ascontiguousarray(v, dtype=np.float64) for v in edges.segments)
-    edge, t, delta, x, y, touching = _pair_crossings(
-        shared[pairs.i], shared[pairs.j], ax, ay, bx, by, edges.weight, tol
-    )
-    bad = np.r_[edges.part[touching], pairs.crowded_groups]
-    return _Crossings(edge, t, delta, x, y), bad
-
-
-@njit(cache=True, nogil=True)
-def _pair_crossings(
-    first: np.ndarray,
-    second: np.ndarray,
-    ax: np.ndarray,
-    ay: np.ndarray,
-    bx: np.ndarray,
-    by: np.ndarray,
-    weight: np.ndarray,
-    tol: float,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """The proper crossings of edge pairs ``(first[k], second[k])`` as :class:`_Crossings`
-    columns (edge, t, delta, x, y; both edges of a crossing), and the edges of the pairs that
-    come within ``tol`` of each other without crossing properly (touching)."""
-    n = len(first)
-    edge = np.empty(2 * n, dtype=np.int64)
-    t = np.empty(2 * n)
-    delta = np.empty(2 * n)
-    x = np.empty(2 * n)
-    y = np.empty(2 * n)
-    touching = np.empty(2 * n, dtype=np.int64)
-    found = n_touching = 0
-    for k in range(n):
-        e, f = first[k], second[k]
-        # Measure against the longer edge's line, which is the better conditioned.
-        ex, ey, fx, fy = bx[e] - ax[e], by[e] - ay[e], bx[f] - ax[f], by[f] - ay[f]
-        long_, short = (e, f) if ex * ex + ey * ey >= fx * fx + fy * fy else (f, e)
-        rx, ry = bx[long_] - ax[long_], by[long_] - ay[long_]
-        length = np.sqrt(rx * rx + ry * ry)
-        # The short edge's ends from the long edge's line: signed distances times its length.
-        c0 = rx * (ay[short] - ay[long_]) - ry * (ax[short] - ax[long_])
-        c1 = rx * (by[short] - ay[long_]) - ry * (bx[short] - ax[long_])
-        # Both ends on one side, beyond tol: the edges neither cross nor touch.
-        if c0 * c1 > 0 and min(abs(c0), abs(c1)) > tol * length:
-            continue
-        if end_distance(long_, short, ax, ay, bx, by) <= tol:
-            touching[n_touching], touching[n_touching + 1] = long_, short
-            n_touching += 2
-            continue
-        if not c0 * c1 < 0:
-            continue
-        u = c0 / (c0 - c1)  # where the short edge meets the long edge's line
-        px, py = segment_point(ax[short], ay[short], bx[short], by[short], u)
-        along = ((px - ax[long_]) * rx + (py - ay[long_]) * ry) / (rx * rx + ry * ry)
-        if not (along > 0 and along < 1):
-            continue
-        # The short edge goes to the left of the long one when its distance grows.
-        sign = 1.0 if c1 > c0 else -1.0
-        edge[found], t[found], delta[found] = short, u, sign * weight[long_]
-        edge[n + found], t[n + found], delta[n + found] = long_, along, -sign * weight[short]
-        x[found] = x[n + found] = px
-        y[found] = y[n + found] = py
-        found += 1
-    # Short edges' rows, then long edges'.
-    keep = np.concatenate((np.arange(found), n + np.arange(found)))
-    return edge[keep], t[keep], delta[keep], x[keep], y[keep], touching[:n_touching]
+def _crossings(
+    edges: _RingEdges, near: tuple[np.ndarray, np.ndarray], live: np.ndarray, tol: float
+) -> tuple[Crossings, np.ndarray]:
+    """Crossings among the edges of the ``live`` polygons (a mask) that are ``near`` each other
+    (pairs from :func:`_near_parts`), and the polygons whose edges touch another polygon's, or
+    crowd together, so that crossings cannot be decided reliably."""
+    a, b = near
+    pair = (a < b) & live[a]
+    n_parts = len(live)
+    first, _ = group_bounds(edges.part, n_parts)
+    part_first = np.r_[first, len(edges.part)]
+    found = pair_crossings(edges.segments, edges.weight, part_first, (a[pair], b[pair]), tol)
+    return found.crossings, np.r_[edges.part[found.touching], found.crowded]
 
 
 def _ring_start_counts(edges: _RingEdges, near: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
@@ -261,7 +196,7 @@ def _count_holders(
 
 
 def _pieces(
-    edges: _RingEdges, shared: np.ndarray, crossings: _Crossings, start_count: np.ndarray
+    edges: _RingEdges, shared: np.ndarray, crossings: Crossings, start_count: np.ndarray
 ) -> tuple[Segments, np.ndarray, np.ndarray]:
     """The ``shared`` edges cut at their crossings, in ring order; per piece, how many other
     polygons hold it, and the edge it was cut from."""
