@@ -123,12 +123,12 @@ def _coverage_rows(origins: np.ndarray) -> tuple[list[dict[str, Any]], np.ndarra
         )
 
     def whole() -> np.ndarray:
-        default = rect_coverage._CHUNK_TILES
-        rect_coverage._CHUNK_TILES = len(origins)  # the kernel before progress
+        default = rect_coverage._CHUNK_PIECES
+        rect_coverage._CHUNK_PIECES = 1 << 62  # one chunk: no progress
         try:
             return annotation_coverage(polygons, roi, origins, 1.0)
         finally:
-            rect_coverage._CHUNK_TILES = default
+            rect_coverage._CHUNK_PIECES = default
 
     one, expected = min((_timed(whole) for _ in range(2)), key=lambda pair: pair[0])
     many, got = min((_timed(chunked) for _ in range(2)), key=lambda pair: pair[0])

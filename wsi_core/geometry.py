@@ -189,7 +189,7 @@ def valid_polygon_parts(geoms: np.ndarray) -> np.ndarray:
     # Compiled by numba, which costs 120 MB and a third of a second to import: only here.
     from wsi_core.simple_rings import clearly_valid
 
-    geoms = explode_polygons(shapely.force_2d(geoms))
+    geoms = explode_polygons(force_2d(geoms))
     # GEOS checks only the polygons a fast sweep cannot prove valid (holes, near contacts).
     invalid = np.zeros(len(geoms), dtype=bool)
     unproven = np.flatnonzero(~clearly_valid(geoms))
@@ -202,6 +202,18 @@ def valid_polygon_parts(geoms: np.ndarray) -> np.ndarray:
 
 # --------------------------------------------------------------------------------------------
 # Polygonal parts and clipping
+
+
+def force_2d(geoms: np.ndarray) -> np.ndarray:
+    """The object array ``geoms`` with z and m dropped, rebuilding only the geometries that have
+    them: ``shapely.force_2d`` rebuilds every geometry (0.4 us a polygon), while the check is
+    about a hundred times cheaper."""
+    extra = shapely.has_z(geoms) | shapely.has_m(geoms)
+    if not np.any(extra):
+        return geoms
+    flat = geoms.copy()
+    flat[extra] = shapely.force_2d(geoms[extra])
+    return flat
 
 
 def explode_polygons(geoms: np.ndarray) -> np.ndarray:

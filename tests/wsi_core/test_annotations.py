@@ -327,9 +327,8 @@ def test_large_polygon_spanning_many_tiles_far_from_origin():
 
 def test_corners_on_tile_corners_in_small_chunks(monkeypatch):
     # Annotation corners on tile corners and edges along tile sides put crossings exactly on
-    # the lines the kernel counts along; tiny chunks of tiles exercise its chunking.
-    monkeypatch.setattr(rect_coverage_module, "_CHUNK_ROWS", 3)
-    monkeypatch.setattr(rect_coverage_module, "_CHUNK_TILES", 2)
+    # the lines the kernel counts along; tiny chunks of boundary pieces exercise its chunking.
+    monkeypatch.setattr(rect_coverage_module, "_CHUNK_PIECES", 2)
     annotations = [box(0, 0, 16, 16), box(8, 8, 40, 24), Polygon([(16, 0), (40, 0), (16, 24)])]
     roi = box(0, 0, 8, 8)
     coords = grid_tile_array((48, 32), 8, 8)

@@ -111,7 +111,7 @@ def _field_case(field: str, downsample: float):
 @pytest.fixture
 def small_chunks(monkeypatch):
     """Budgets small enough that every chunk loop of the kernel runs many times."""
-    monkeypatch.setattr(rect_coverage_module, "_CHUNK_ROWS", 300)
+    monkeypatch.setattr(rect_coverage_module, "_CHUNK_PIECES", 50)
     monkeypatch.setattr(tile_buckets_module, "_JOIN_CELLS", 64)
     monkeypatch.setattr(annotations_module, "_BATCH_VERTICES", 2000)
     monkeypatch.setattr(annotations_module, "_TILE_VERTICES", 16)

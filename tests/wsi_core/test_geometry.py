@@ -12,7 +12,12 @@ from shapely.affinity import rotate
 
 import wsi_core.tiling.overlay as overlay_module
 import wsi_core.tiling.rect_coverage as rect_coverage_module
-from wsi_core.geometry import finish_polygon, is_axis_aligned_rectangle, valid_polygon_parts
+from wsi_core.geometry import (
+    finish_polygon,
+    force_2d,
+    is_axis_aligned_rectangle,
+    valid_polygon_parts,
+)
 from wsi_core.synthetic import write_pyramid_tiff
 from wsi_core.tiling import annotation_coverage, tile_annotations, tile_overlay
 
@@ -172,3 +177,22 @@ def test_one_repair_rule_for_parsers_and_kernels():
     assert repaired is not None and repaired.is_valid
     assert all(part.is_valid for part in parts)
     assert repaired.area == pytest.approx(32) and shapely.union_all(parts).area == pytest.approx(32)
+
+
+def test_force_2d_rebuilds_only_what_has_z_or_m():
+    """Polygons with z or m lose them (same x, y); 2-D ones come back as the same objects; and
+    coverage of z/m annotations equals that of their 2-D copies."""
+    flat = [box(0, 0, 4, 4), Point(6, 6).buffer(3), Polygon([(2, 2), (9, 2), (9, 5), (2, 5)])]
+    with_z = shapely.force_3d(flat[1], z=7.0)
+    with_m = shapely.from_wkt("POLYGON M ((2 2 1, 9 2 1, 9 5 1, 2 5 1, 2 2 1))")
+    geoms = np.array([flat[0], with_z, with_m], dtype=object)
+    out = force_2d(geoms)
+    assert out[0] is geoms[0]
+    assert not np.any(shapely.has_z(out) | shapely.has_m(out))
+    assert all(shapely.equals_exact(a, b, tolerance=0) for a, b in zip(out, flat, strict=True))
+    assert geoms[1] is with_z, "the input array is left as it was"
+    origins = np.array([(0, 0), (4, 0), (0, 4), (4, 4)], dtype=float)
+    roi = box(0, 0, 4, 4)
+    np.testing.assert_array_equal(
+        annotation_coverage(geoms, roi, origins, 1.0), annotation_coverage(flat, roi, origins, 1.0)
+    )

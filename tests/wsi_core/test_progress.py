@@ -120,13 +120,13 @@ def _shapes(case: str) -> dict[str, list]:
 def test_small_chunks_give_the_same_coverage_bit_for_bit(
     case: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Chunks of at most 97 tiles (dozens of progress reports) against the default chunks."""
+    """Chunks of 97 boundary pieces (dozens of progress reports) against the default chunks."""
     extent, tile, downsample, roi = CASES[case]
     grid = _grid(extent, tile, downsample)
     origins = np.column_stack([grid["tile_x"].to_numpy(), grid["tile_y"].to_numpy()])
     for name, polygons in _shapes(case).items():
         whole = annotation_coverage(polygons, roi, origins, downsample)
-        monkeypatch.setattr(rect_coverage, "_CHUNK_TILES", 97)
+        monkeypatch.setattr(rect_coverage, "_CHUNK_PIECES", 97)
         heard = Recorder()
         chunked = annotation_coverage(polygons, roi, origins, downsample, progress=heard)
         monkeypatch.undo()
@@ -143,7 +143,7 @@ def test_coverage_builder_reports_tiles_over_all_classes(
     shapes = _shapes(case)
     annotation = _write_geojson(tmp_path / "a.geojson", shapes)
     grid = _grid(extent, tile, downsample)
-    monkeypatch.setattr(rect_coverage, "_CHUNK_TILES", 500)
+    monkeypatch.setattr(rect_coverage, "_CHUNK_PIECES", 500)
     monkeypatch.setattr(progress, "EVERY_TILES", 500)
     heard = Recorder()
     classes = {name: name for name in shapes}

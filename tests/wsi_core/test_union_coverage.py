@@ -26,6 +26,7 @@ import wsi_core.tiling.edge_crossings as edge_crossings_module
 import wsi_core.tiling.rect_coverage as rect_coverage_module
 import wsi_core.tiling.union_boundary as union_boundary_module
 from wsi_core.tiling import annotation_coverage, grid_tile_array
+from wsi_core.tiling.tile_buckets import TileBuckets
 
 DOWNSAMPLES = [1.0, 2.0, 3.7, (2.0, 3.0)]
 EXTENT = (48, 48)  # level coords covered by the tile layouts
@@ -324,8 +325,7 @@ def test_fuzz_matches_oracle():
 
 VARIANTS = {
     "small_chunks": [
-        (rect_coverage_module, "_CHUNK_ROWS", 7),
-        (rect_coverage_module, "_CHUNK_TILES", 3),
+        (rect_coverage_module, "_CHUNK_PIECES", 3),
     ],
     "swept": [(edge_crossings_module, "_SWEEP", 0)],
     "crowded_pairs": [
@@ -515,3 +515,19 @@ def test_a_tessellation_needs_no_union(monkeypatch):
         np.testing.assert_allclose(got, expected, rtol=0, atol=1e-9)
         assert calls == [False]
         assert len(unioned) == 1 and 2 <= unioned[0] < 12
+
+
+def test_tiles_scattered_far_apart_are_looked_up_by_key():
+    """Tiles scattered over a wide area hash into far more cells than there are tiles, so the
+    kernel looks their cells up by binary search instead of a table: same values as the
+    oracle, and as the same tiles next to each other (a table)."""
+    rng = np.random.default_rng(5)
+    centres, radii = rng.uniform(0, 4000, (40, 2)), rng.uniform(20, 300, 40)
+    stars = [shapely.Point(*c).buffer(r, 3) for c, r in zip(centres, radii, strict=True)]
+    roi = box(0, 0, 64, 64)
+    origins = np.floor(rng.uniform(0, 4000, (60, 2)))
+    assert not TileBuckets(origins[:, 0], origins[:, 1], 64.0, 64.0).dense
+    expected = oracle_areas(stars, roi, origins, 1.0) / roi.area
+    assert ((expected > 0) & (expected < 1)).sum() > 5
+    got = annotation_coverage(stars, roi, origins, 1.0)
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-9)

@@ -40,6 +40,7 @@ from wsi_core.geometry import (
     clip_pieces,
     clip_to_rect,
     explode_polygons,
+    force_2d,
     is_axis_aligned_rectangle,
     polygonal_part,
     valid_polygon_parts,
@@ -158,7 +159,7 @@ def _parts_near_grid(
     if len(origins) == 0:
         return geoms[:0]  # no tile, nothing to measure
     rect = _grid_rect(roi, origins, ds)
-    polygons = explode_polygons(shapely.force_2d(geoms))
+    polygons = explode_polygons(force_2d(geoms))
     huge = np.abs(shapely.bounds(polygons)).max(axis=1, initial=0.0) > _GEOS_SAFE
     parts = valid_polygon_parts(polygons[~huge])
     return np.concatenate([clip_to_rect(parts, rect), clip_to_rect(polygons[huge], rect)])

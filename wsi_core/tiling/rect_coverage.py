@@ -16,29 +16,13 @@ import shapely
 from numba import njit
 
 from wsi_core.segments import Segments
-from wsi_core.tiling.ragged import at_most, bounded_chunks, group_bounds, ragged_expand, sum_by
+from wsi_core.tiling.ragged import ragged_expand, sum_by
 from wsi_core.tiling.tile_buckets import TileBuckets
 from wsi_core.tiling.union_boundary import union_boundary
 
-# (segment piece, tile) rows per chunk of tiles: a row costs about 200 bytes of temporaries.
-_CHUNK_ROWS = 1 << 18
-# ... and at most this many tiles, so that a long call reports its progress now and then.
-_CHUNK_TILES = 1 << 15
-
-
-class _ByTile:
-    """(item, tile) matches from a box join, sorted by tile so that a range of tiles is one
-    slice."""
-
-    def __init__(self, item: np.ndarray, tile: np.ndarray, n_tiles: int) -> None:
-        order = np.argsort(tile, kind="stable")  # keeps each tile's items in join order
-        self.item, self.tile = item[order], tile[order]
-        self.start, self.count = group_bounds(self.tile, n_tiles)
-
-    def take(self, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
-        """(item, tile) of tiles ``lo..hi-1``."""
-        first, last = self.start[lo], self.start[hi - 1] + self.count[hi - 1]
-        return self.item[first:last], self.tile[first:last]
+# Boundary pieces per compiled call of the per-tile terms, so that a long call reports its
+# progress now and then.
+_CHUNK_PIECES = 1 << 16
 
 
 class RectCoverage:
@@ -63,8 +47,8 @@ class RectCoverage:
     boundary was not closed), the union is taken from GEOS instead, and if even that fails an
     error is raised rather than a wrong value returned.
 
-    Memory: the joins of segment pieces to tiles are kept as index pairs only; the per-row
-    work is done for chunks of tiles of about ``_CHUNK_ROWS`` rows.
+    Memory: each piece of the boundary is matched to the tiles it touches (a hash of the tile
+    origins) and its terms added in one compiled loop, so no (piece, tile) table is made.
 
     ``parts``: valid non-empty Polygons at level 0, best already cut to the tiles' surroundings
     (:func:`wsi_core.geometry.clip_to_rect`). ``bounds``: the ROI rectangle in the tile frame
@@ -96,9 +80,10 @@ class RectCoverage:
 
     def coverage(self, done: Callable[[int], None] | None = None) -> np.ndarray:
         """Coverage fraction of every tile (area covered / tile area), float64 ``(N,)``; the
-        per-segment terms are computed for chunks of tiles with about ``_CHUNK_ROWS`` rows and
-        ``_CHUNK_TILES`` tiles at most, and ``done(tiles)`` hears of each chunk. A tile's value
-        does not depend on the chunk it is in."""
+        per-segment terms are added for chunks of ``_CHUNK_PIECES`` boundary pieces, and
+        ``done(tiles)`` hears of each chunk as the tiles' share of the work done (a tile's
+        value is complete only after the last). A tile's value does not depend on the
+        chunks: its terms are added in piece order."""
         if len(self.parts) == 0:
             return np.zeros(len(self.x0))
         # Both terms are taken on the same pieces: cut points are rounded, and a piece that
@@ -120,19 +105,20 @@ class RectCoverage:
         self, pieces: Segments, area: np.ndarray, done: Callable[[int], None] | None
     ) -> None:
         """Add to ``area`` (level-0 square pixels per tile) the ∫ x dy of the boundary
-        ``pieces`` inside each tile, chunk of tiles by chunk."""
-        buckets = TileBuckets(self.x0, self.y0, float(self.w.max()), float(self.h.max()))
-        lo_x, hi_x = np.minimum(pieces.ax, pieces.bx), np.maximum(pieces.ax, pieces.bx)
-        lo_y, hi_y = np.minimum(pieces.ay, pieces.by), np.maximum(pieces.ay, pieces.by)
-        near = _ByTile(*buckets.join(lo_x, lo_y, hi_x, hi_y, self.tol), len(self.x0))
+        ``pieces`` inside each tile, chunk of pieces by chunk."""
+        cells = TileBuckets(self.x0, self.y0, float(self.w.max()), float(self.h.max())).cells()
         ax, ay, bx, by = (np.ascontiguousarray(v, dtype=np.float64) for v in pieces)
-        for lo, hi in at_most(bounded_chunks(near.count, _CHUNK_ROWS), _CHUNK_TILES):
-            piece, tile = near.take(lo, hi)
-            _add_clipped_x_dy(
-                piece, tile, ax, ay, bx, by, self.x0, self.y0, self.x1, self.w, self.h, area
-            )
+        tiles = (self.x0, self.y0, self.x1, self.w, self.h)
+        n, reported = len(ax), 0
+        for lo in range(0, n, _CHUNK_PIECES):
+            hi = min(lo + _CHUNK_PIECES, n)
+            _add_x_dy(lo, hi, ax, ay, bx, by, *cells, *tiles, self.tol, area)
             if done is not None:
-                done(hi - lo)
+                share = len(area) * hi // n
+                done(share - reported)
+                reported = share
+        if done is not None and reported < len(area):
+            done(len(area) - reported)
 
     def _boundary_pieces(self, by_geos: bool) -> Segments:
         """The union's boundary (:func:`union_boundary`) cut into pieces no larger than a tile,
@@ -215,9 +201,61 @@ def _short_pieces(segments: Segments, width: float, height: float) -> Segments:
 
 
 @njit(cache=True, nogil=True)
-def _add_clipped_x_dy(
-    piece: np.ndarray,
-    tile: np.ndarray,
+def _add_x_dy(
+    lo: int,
+    hi: int,
+    ax: np.ndarray,
+    ay: np.ndarray,
+    bx: np.ndarray,
+    by: np.ndarray,
+    gx: float,
+    gy: float,
+    cell_w: float,
+    cell_h: float,
+    ncx: int,
+    ncy: int,
+    order: np.ndarray,
+    sorted_keys: np.ndarray,
+    cell_start: np.ndarray,
+    x0: np.ndarray,
+    y0: np.ndarray,
+    x1: np.ndarray,
+    w: np.ndarray,
+    h: np.ndarray,
+    margin: float,
+    area: np.ndarray,
+) -> None:
+    """Add to ``area`` the ∫ x dy of pieces ``lo..hi-1`` (ax, ay, bx, by) inside each tile
+    they touch: the tiles whose origins lie within ``margin`` plus one cell of a piece's box,
+    found by the hash of :class:`~wsi_core.tiling.tile_buckets.TileBuckets` (``gx`` to
+    ``cell_start``, see :meth:`~wsi_core.tiling.tile_buckets.TileBuckets.cells`), as its
+    ``join`` finds them. All in level-0 pixels."""
+    for p in range(lo, hi):
+        # A tile qualifies when its origin lies in [box0 - cell - margin, box1 + margin].
+        lo_x, hi_x = min(ax[p], bx[p]) - cell_w - margin, max(ax[p], bx[p]) + margin
+        lo_y, hi_y = min(ay[p], by[p]) - cell_h - margin, max(ay[p], by[p]) + margin
+        cx0 = max(int(np.floor((lo_x - gx) / cell_w)), 0)
+        cx1 = min(int(np.floor((hi_x - gx) / cell_w)), ncx - 1)
+        cy0 = max(int(np.floor((lo_y - gy) / cell_h)), 0)
+        cy1 = min(int(np.floor((hi_y - gy) / cell_h)), ncy - 1)
+        for cx in range(cx0, cx1 + 1):
+            for cy in range(cy0, cy1 + 1):
+                key = cx * ncy + cy
+                if len(cell_start):
+                    first, stop = cell_start[key], cell_start[key + 1]
+                else:
+                    first = np.searchsorted(sorted_keys, key, side="left")
+                    stop = np.searchsorted(sorted_keys, key, side="right")
+                for slot in range(first, stop):
+                    t = order[slot]
+                    if x0[t] >= lo_x and x0[t] <= hi_x and y0[t] >= lo_y and y0[t] <= hi_y:
+                        area[t] += _clipped_x_dy(p, t, ax, ay, bx, by, x0, y0, x1, w, h)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _clipped_x_dy(
+    p: int,
+    t: int,
     ax: np.ndarray,
     ay: np.ndarray,
     bx: np.ndarray,
@@ -227,41 +265,39 @@ def _add_clipped_x_dy(
     x1: np.ndarray,
     w: np.ndarray,
     h: np.ndarray,
-    area: np.ndarray,
-) -> None:
-    """Add to ``area[tile[k]]`` the ∫ x dy along segment ``piece[k]``'s part inside that tile
-    (Liang-Barsky clipping in tile-local level-0 pixels, R = [0, w] x [0, h] from the tile's
-    corner ``(x0, y0)``); nothing where it misses the tile.
+) -> float:
+    """The ∫ x dy along segment ``p``'s part inside tile ``t`` (Liang-Barsky clipping in
+    tile-local level-0 pixels, R = [0, w] x [0, h] from the tile's corner ``(x0, y0)``); 0
+    where it misses the tile.
 
     A vertical segment on the tile's right side counts only where it does not reach right of
     that side at level 0 (``x1``, the side's level-0 x): local coordinates can round a segment
     an ulp right of the side onto it, and the right-side counts, which decide at level 0, must
     see the same segment."""
-    for k in range(len(piece)):
-        p, t = piece[k], tile[k]
-        lax, lay = ax[p] - x0[t], ay[p] - y0[t]
-        lbx, lby = bx[p] - x0[t], by[p] - y0[t]
-        width, height = w[t], h[t]
-        dx, dy = lbx - lax, lby - lay
-        if dx == 0:
-            inside = lax >= 0 and lax <= width and not max(ax[p], bx[p]) > x1[t]
-            enter_x, leave_x = (-np.inf if inside else np.inf), np.inf
-        elif dx > 0:
-            enter_x, leave_x = -lax / dx, (width - lax) / dx
-        else:
-            enter_x, leave_x = (width - lax) / dx, -lax / dx
-        if dy == 0:
-            enter_y, leave_y = (-np.inf if lay >= 0 and lay <= height else np.inf), np.inf
-        elif dy > 0:
-            enter_y, leave_y = -lay / dy, (height - lay) / dy
-        else:
-            enter_y, leave_y = (height - lay) / dy, -lay / dy
-        t0 = max(enter_x, enter_y, 0.0)
-        t1 = min(leave_x, leave_y, 1.0)
-        if t1 > t0:
-            # lerp form: exact original vertices at t = 0 and t = 1.
-            px0 = min(max(lax * (1 - t0) + lbx * t0, 0.0), width)
-            py0 = min(max(lay * (1 - t0) + lby * t0, 0.0), height)
-            px1 = min(max(lax * (1 - t1) + lbx * t1, 0.0), width)
-            py1 = min(max(lay * (1 - t1) + lby * t1, 0.0), height)
-            area[t] += 0.5 * (px0 + px1) * (py1 - py0)
+    lax, lay = ax[p] - x0[t], ay[p] - y0[t]
+    lbx, lby = bx[p] - x0[t], by[p] - y0[t]
+    width, height = w[t], h[t]
+    dx, dy = lbx - lax, lby - lay
+    if dx == 0:
+        inside = lax >= 0 and lax <= width and not max(ax[p], bx[p]) > x1[t]
+        enter_x, leave_x = (-np.inf if inside else np.inf), np.inf
+    elif dx > 0:
+        enter_x, leave_x = -lax / dx, (width - lax) / dx
+    else:
+        enter_x, leave_x = (width - lax) / dx, -lax / dx
+    if dy == 0:
+        enter_y, leave_y = (-np.inf if lay >= 0 and lay <= height else np.inf), np.inf
+    elif dy > 0:
+        enter_y, leave_y = -lay / dy, (height - lay) / dy
+    else:
+        enter_y, leave_y = (height - lay) / dy, -lay / dy
+    t0 = max(enter_x, enter_y, 0.0)
+    t1 = min(leave_x, leave_y, 1.0)
+    if not t1 > t0:
+        return 0.0
+    # lerp form: exact original vertices at t = 0 and t = 1.
+    px0 = min(max(lax * (1 - t0) + lbx * t0, 0.0), width)
+    py0 = min(max(lay * (1 - t0) + lby * t0, 0.0), height)
+    px1 = min(max(lax * (1 - t1) + lbx * t1, 0.0), width)
+    py1 = min(max(lay * (1 - t1) + lby * t1, 0.0), height)
+    return 0.5 * (px0 + px1) * (py1 - py0)

@@ -31,6 +31,29 @@ class TileBuckets:
         if self.dense:  # a regular grid: look cells up directly instead of by binary search
             self.cell_start, self.cell_count = group_bounds(self.sorted_keys, self.ncx * self.ncy)
 
+    def cells(
+        self,
+    ) -> tuple[float, float, float, float, int, int, np.ndarray, np.ndarray, np.ndarray]:
+        """The hash as plain values, for a compiled loop to look tiles up as :meth:`join` does:
+        the grid's origin ``(gx, gy)``, the cell size, the columns and rows of cells, the tiles
+        in cell order, their cell keys (``column * rows + row``), and where each key's tiles
+        start in that order (one more entry than keys: the end), which is empty unless the
+        grid is dense enough to hold it (then look the keys up by binary search)."""
+        start = np.empty(0, dtype=np.int64)
+        if self.dense:
+            start = np.r_[self.cell_start, len(self.order)].astype(np.int64)
+        return (
+            self.gx,
+            self.gy,
+            self.w,
+            self.h,
+            self.ncx,
+            self.ncy,
+            self.order,
+            self.sorted_keys,
+            start,
+        )
+
     def _cell_x(self, x: np.ndarray) -> np.ndarray:
         """The cell column of x (same frame as the tiles, level-0 pixels in the kernel)."""
         return np.floor((x - self.gx) / self.w).astype(np.int64)
