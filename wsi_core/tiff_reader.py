@@ -492,7 +492,7 @@ class TiffReader(SlideReader):
                 raise SlideError(
                     self.path, f"cannot decode {kind} {index} of level {level}: {problem}"
                 ) from error
-            yield index, (segment, tuple(int(v) for v in position))
+            yield index, (segment, tuple(map(int, position)))
 
 
 #: A decoded segment and tifffile's position of it, ``(plane, depth, y, x, sample)``.
