@@ -41,6 +41,12 @@ _OPENSLIDE_TIFF_KINDS = {
 #: overlay opened call after call (the same mask for every batch of tiles) skips the
 #: structure walk, OpenSlide's format test and tifffile's parse (0.6 ms for a mask).
 PARSED_TIFFS_SIZE = 16
+
+#: Most strips or tiles a cached parse may list (about 4.5 MB of tifffile's offsets): a
+#: gigapixel slide's parse is not kept after its reader closes, and costs little beside
+#: reading its pixels anyway.
+PARSED_TIFF_MAX_SEGMENTS = 2**16
+
 _PARSED_TIFFS: FileCache[ParsedTiff] = FileCache(PARSED_TIFFS_SIZE)
 
 
@@ -104,8 +110,9 @@ def _open_local(name: str, mpp: MPP | None) -> SlideReader:
     if parsed is not None:
         return TiffReader(name, mpp=mpp, parsed=parsed)
     reader = _open_unparsed(name, mpp)
-    if isinstance(reader, TiffReader) and reader.parsed is not None:
-        _PARSED_TIFFS.put(name, signature, reader.parsed)
+    parsed = reader.parsed if isinstance(reader, TiffReader) else None
+    if parsed is not None and parsed.segments <= PARSED_TIFF_MAX_SEGMENTS:
+        _PARSED_TIFFS.put(name, signature, parsed)
     return reader
 
 

@@ -98,6 +98,19 @@ def test_a_rewrite_of_the_same_size_is_seen_by_its_time(tmp_path, parses, settle
     assert len(parses) == 2
 
 
+def test_a_parse_of_many_tiles_is_not_kept(tmp_path, parses, settled, monkeypatch):
+    """A slide listing more than PARSED_TIFF_MAX_SEGMENTS tiles is parsed at every open."""
+    path = write_pyramid_tiff(tmp_path / "mask.tiff", grey(1), 2.0, 1, tile=(16, 16))
+    monkeypatch.setattr(slide_module, "PARSED_TIFF_MAX_SEGMENTS", 6 * 8 - 1)  # 48 tiles
+    read_all(path)
+    read_all(path)
+    assert len(parses) == 2
+    monkeypatch.setattr(slide_module, "PARSED_TIFF_MAX_SEGMENTS", 6 * 8)
+    read_all(path)
+    read_all(path)
+    assert len(parses) == 3
+
+
 def test_a_file_just_written_is_not_cached(tmp_path, parses):
     """Within a timestamp tick a rewrite may keep the file's times and size: a file whose
     times are not yet SETTLED_NS old is parsed at every open."""
