@@ -128,7 +128,7 @@ def test_crossings_are_where_shapely_sees_the_segments_cross(route):
     e, f = _all_pairs(edges, first, pairs)
     cross = shapely.crosses(lines[e], lines[f])
     c = found.crossings
-    got = {tuple(sorted(pair)) for pair in c.edge.reshape(2, -1).T.tolist()}
+    got = {tuple(sorted(pair)) for pair in c.edge.reshape(-1, 2).tolist()}
     assert got == {tuple(sorted(pair)) for pair in zip(e[cross], f[cross], strict=True)}
     # Each crossing's point is on both of its edges: one row per edge, the same point.
     points = shapely.points(c.x, c.y)

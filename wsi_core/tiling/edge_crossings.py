@@ -269,8 +269,9 @@ def _crossings(
     tol: float,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """The proper crossings of edge pairs ``(first[k], second[k])`` as :class:`Crossings`
-    columns (edge, t, delta, x, y; both edges of a crossing), and the edges of the pairs that
-    come within ``tol`` of each other without crossing properly (touching)."""
+    columns (edge, t, delta, x, y; two rows a crossing, the short edge's then the long
+    edge's), and the edges of the pairs that come within ``tol`` of each other without
+    crossing properly (touching)."""
     n = len(first)
     edge = np.empty(2 * n, dtype=np.int64)
     t = np.empty(2 * n)
@@ -282,7 +283,7 @@ def _crossings(
     for k in range(n):
         e, f = first[k], second[k]
         # Measure against the longer edge's line, which is the better conditioned (of two
-        # as long, the first edge's: the same point whichever way round the pair comes).
+        # as long, the lower-numbered: the same point whichever way round the pair comes).
         ex, ey, fx, fy = bx[e] - ax[e], by[e] - ay[e], bx[f] - ax[f], by[f] - ay[f]
         e_squared, f_squared = ex * ex + ey * ey, fx * fx + fy * fy
         e_long = e_squared > f_squared or (e_squared == f_squared and e < f)
@@ -308,11 +309,11 @@ def _crossings(
             continue
         # The short edge goes to the left of the long one when its distance grows.
         sign = 1.0 if c1 > c0 else -1.0
-        edge[found], t[found], delta[found] = short, u, sign * weight[long_]
-        edge[n + found], t[n + found], delta[n + found] = long_, along, -sign * weight[short]
-        x[found] = x[n + found] = px
-        y[found] = y[n + found] = py
+        row = 2 * found
+        edge[row], t[row], delta[row] = short, u, sign * weight[long_]
+        edge[row + 1], t[row + 1], delta[row + 1] = long_, along, -sign * weight[short]
+        x[row] = x[row + 1] = px
+        y[row] = y[row + 1] = py
         found += 1
-    # Short edges' rows, then long edges'.
-    keep = np.concatenate((np.arange(found), n + np.arange(found)))
-    return edge[keep], t[keep], delta[keep], x[keep], y[keep], touching[:n_touching]
+    rows = 2 * found  # views, not copies: the pages past them were never touched
+    return edge[:rows], t[:rows], delta[:rows], x[:rows], y[:rows], touching[:n_touching]

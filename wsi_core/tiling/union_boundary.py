@@ -67,17 +67,13 @@ def union_boundary(parts: np.ndarray, tol: float, by_geos: bool = False) -> Segm
     shared = np.flatnonzero(live[edges.part])
     crossings, touching = _crossings(edges, near, live, tol)
     failed[group[touching]] = True
-    pieces, count, edge = _pieces(edges, shared, crossings, _ring_start_counts(edges, near))
-    failed[group[_inconsistent_parts(edges, edge, count)]] = True
-    # Crossings closer than tol along an edge (three edges through about one point) may be
-    # ordered by rounding, which would leave gaps of a few ulps in the boundary.
-    dx, dy = pieces.bx - pieces.ax, pieces.by - pieces.ay
-    failed[group[edges.part[edge[dx * dx + dy * dy <= tol * tol]]]] = True
-    keep = (count == 0) & ~failed[group[edges.part[edge]]]
+    cuts = _Cuts(edges, shared, crossings, _ring_start_counts(edges, near))
+    failed[group[cuts.unsure_parts(tol)]] = True
     by_union = np.flatnonzero(failed[group])
+    alone_edges = alone[edges.part]
     return _concat(
-        _oriented(edges.segments.take(alone[edges.part]), edges.weight[alone[edges.part]]),
-        _oriented(pieces.take(keep), edges.weight[edge][keep]),
+        _oriented(edges.segments.take(alone_edges), edges.weight[alone_edges]),
+        cuts.outside_pieces(~failed[group]),
         _geos_boundary(parts[by_union], tol, whole=by_geos),
     )
 
@@ -195,39 +191,49 @@ def _count_holders(
     return count
 
 
-def _pieces(
-    edges: _RingEdges, shared: np.ndarray, crossings: Crossings, start_count: np.ndarray
-) -> tuple[Segments, np.ndarray, np.ndarray]:
-    """The ``shared`` edges cut at their crossings, in ring order; per piece, how many other
-    polygons hold it, and the edge it was cut from."""
-    ax, ay, bx, by = (np.ascontiguousarray(v, dtype=np.float64) for v in edges.segments)
-    x, y, end_x, end_y, count, cut = _cut_edges(
-        shared, *crossings, ax, ay, bx, by, edges.ring, start_count
-    )
-    return Segments(x, y, end_x, end_y), count, cut
+class _Cuts:
+    """The ``shared`` edges (indices, ascending: ring by ring) cut where other polygons' edges
+    cross them, each piece with the count of other polygons holding it: the count at its
+    ring's first vertex (``start_count``), then plus each crossing's delta along the ring."""
+
+    def __init__(
+        self, edges: _RingEdges, shared: np.ndarray, crossings: Crossings, start_count: np.ndarray
+    ) -> None:
+        ax, ay, bx, by = (np.ascontiguousarray(v, dtype=np.float64) for v in edges.segments)
+        self.columns = (ax, ay, bx, by, shared, edges.ring, start_count)
+        self.crossings = crossings
+        self.first, self.order = _by_edge(shared, crossings.edge, crossings.t, len(edges.ring))
+        self.edges = edges
+
+    def unsure_parts(self, tol: float) -> np.ndarray:
+        """Polygons whose counts cannot be trusted: a ring's count falls below zero or does not
+        come back to where it started (crossings were missed or misjudged), or a piece is
+        within ``tol`` of a point (crossings that close along an edge, as where three edges
+        meet at about one point, may be ordered by rounding, leaving gaps of a few ulps)."""
+        _, _, delta, x, y = self.crossings
+        bad = _unsure_rings(*self.columns, self.first, self.order, delta, x, y, tol)
+        return self.edges.ring_part[bad]
+
+    def outside_pieces(self, live: np.ndarray) -> Segments:
+        """The pieces of the polygons ``live`` (a mask) that no other polygon holds, turned so
+        that their polygon lies on their left: the union's boundary there."""
+        _, _, delta, x, y = self.crossings
+        keep = live[self.edges.part]
+        weight = self.edges.weight
+        found = _outside(*self.columns, self.first, self.order, delta, x, y, keep, weight)
+        return Segments(*found)
 
 
 @njit(cache=True, nogil=True)
-def _cut_edges(
-    shared: np.ndarray,
-    edge: np.ndarray,
-    t: np.ndarray,
-    delta: np.ndarray,
-    x: np.ndarray,
-    y: np.ndarray,
-    ax: np.ndarray,
-    ay: np.ndarray,
-    bx: np.ndarray,
-    by: np.ndarray,
-    ring: np.ndarray,
-    start_count: np.ndarray,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """:func:`_pieces` on columns: edges ``shared`` (ascending, so ring by ring) cut at the
-    crossings ``(edge, t, delta, x, y)``, each edge's crossings in order of ``t`` (ties in
-    their given order). Returns the pieces' start and end points, counts and edges."""
-    slot = np.full(len(ax), -1, dtype=np.int64)
+def _by_edge(
+    shared: np.ndarray, edge: np.ndarray, t: np.ndarray, n_edges: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The crossings ``(edge, t)`` grouped by edge in the order of ``shared``, and along each
+    edge by ``t`` (ties in their given order): the crossings of ``shared[k]`` are
+    ``order[first[k]:first[k + 1]]``."""
+    slot = np.full(n_edges, -1, dtype=np.int64)
     slot[shared] = np.arange(len(shared))
-    # Crossings grouped by edge (a stable counting sort), then by t within each edge.
+    # A stable counting sort by edge, then insertion sort by t within each edge.
     first = np.zeros(len(shared) + 1, dtype=np.int64)
     for c in range(len(edge)):
         first[slot[edge[c]] + 1] += 1
@@ -238,50 +244,94 @@ def _cut_edges(
         order[fill[slot[edge[c]]]] = c
         fill[slot[edge[c]]] += 1
     for k in range(len(shared)):
-        for i in range(first[k] + 1, first[k + 1]):  # insertion sort: few crossings an edge
+        for i in range(first[k] + 1, first[k + 1]):  # few crossings an edge
             c = order[i]
             j = i
             while j > first[k] and t[order[j - 1]] > t[c]:
                 order[j] = order[j - 1]
                 j -= 1
             order[j] = c
+    return first, order
 
-    n = len(shared) + len(edge)
-    px, py = np.empty(n), np.empty(n)
-    qx, qy = np.empty(n), np.empty(n)
-    count = np.empty(n, dtype=np.int64)
-    cut = np.empty(n, dtype=np.int64)
-    p = 0
+
+@njit(cache=True, nogil=True)
+def _unsure_rings(
+    ax: np.ndarray,
+    ay: np.ndarray,
+    bx: np.ndarray,
+    by: np.ndarray,
+    shared: np.ndarray,
+    ring: np.ndarray,
+    start_count: np.ndarray,
+    first: np.ndarray,
+    order: np.ndarray,
+    delta: np.ndarray,
+    x: np.ndarray,
+    y: np.ndarray,
+    tol: float,
+) -> np.ndarray:
+    """:meth:`_Cuts.unsure_parts` on columns, per ring (all rings of the edges)."""
+    bad = np.zeros(len(start_count), dtype=np.bool_)
+    running = 0
+    for k in range(len(shared)):
+        e = shared[k]
+        r = ring[e]
+        if k == 0 or r != ring[shared[k - 1]]:
+            running = start_count[r]
+        px, py = ax[e], ay[e]
+        for i in range(first[k], first[k + 1]):
+            c = order[i]
+            bad[r] |= (x[c] - px) ** 2 + (y[c] - py) ** 2 <= tol * tol
+            running += int(delta[c])
+            bad[r] |= running < 0
+            px, py = x[c], y[c]
+        bad[r] |= (bx[e] - px) ** 2 + (by[e] - py) ** 2 <= tol * tol
+        if k == len(shared) - 1 or ring[shared[k + 1]] != r:
+            bad[r] |= running != start_count[r]
+    return bad
+
+
+@njit(cache=True, nogil=True)
+def _outside(
+    ax: np.ndarray,
+    ay: np.ndarray,
+    bx: np.ndarray,
+    by: np.ndarray,
+    shared: np.ndarray,
+    ring: np.ndarray,
+    start_count: np.ndarray,
+    first: np.ndarray,
+    order: np.ndarray,
+    delta: np.ndarray,
+    x: np.ndarray,
+    y: np.ndarray,
+    keep: np.ndarray,
+    weight: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """:meth:`_Cuts.outside_pieces` on columns: the pieces of the ``shared`` edges that are
+    ``keep`` with a count of zero, each from its start to its end, reversed where the edge's
+    ``weight`` is negative."""
+    n = len(shared) + len(delta)
+    out_ax, out_ay, out_bx, out_by = np.empty(n), np.empty(n), np.empty(n), np.empty(n)
+    found = 0
     running = 0
     for k in range(len(shared)):
         e = shared[k]
         if k == 0 or ring[e] != ring[shared[k - 1]]:
             running = start_count[ring[e]]
-        px[p], py[p], count[p], cut[p] = ax[e], ay[e], running, e
-        p += 1
-        for i in range(first[k], first[k + 1]):
-            c = order[i]
-            qx[p - 1], qy[p - 1] = x[c], y[c]
-            running += int(delta[c])
-            px[p], py[p], count[p], cut[p] = x[c], y[c], running, e
-            p += 1
-        qx[p - 1], qy[p - 1] = bx[e], by[e]
-    return px, py, qx, qy, count, cut
-
-
-def _inconsistent_parts(edges: _RingEdges, cut: np.ndarray, count: np.ndarray) -> np.ndarray:
-    """Polygons with a ring whose counts fall below zero or do not come back to where they
-    started: crossings were missed or misjudged, so GEOS must union their group."""
-    if len(cut) == 0:
-        return np.empty(0, dtype=np.int64)
-    ring = edges.ring[cut]
-    n_rings = len(edges.ring_first)
-    negative = np.bincount(ring[count < 0], minlength=n_rings) > 0
-    last = np.r_[ring[1:] != ring[:-1], True]
-    first = np.r_[True, ring[:-1] != ring[1:]]
-    unbalanced = np.zeros(n_rings, dtype=bool)
-    unbalanced[ring[last]] = count[last] != count[first]
-    return edges.ring_part[negative | unbalanced]
+        px, py = ax[e], ay[e]
+        for i in range(first[k], first[k + 1] + 1):
+            last = i == first[k + 1]
+            qx, qy = (bx[e], by[e]) if last else (x[order[i]], y[order[i]])
+            if running == 0 and keep[e]:
+                flip = weight[e] < 0
+                out_ax[found], out_ay[found] = (qx, qy) if flip else (px, py)
+                out_bx[found], out_by[found] = (px, py) if flip else (qx, qy)
+                found += 1
+            if not last:
+                running += int(delta[order[i]])
+                px, py = qx, qy
+    return out_ax[:found], out_ay[:found], out_bx[:found], out_by[:found]
 
 
 def _oriented(segments: Segments, weight: np.ndarray) -> Segments:
