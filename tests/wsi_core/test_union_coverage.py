@@ -531,3 +531,22 @@ def test_tiles_scattered_far_apart_are_looked_up_by_key():
     assert ((expected > 0) & (expected < 1)).sum() > 5
     got = annotation_coverage(stars, roi, origins, 1.0)
     np.testing.assert_allclose(got, expected, rtol=0, atol=1e-9)
+
+
+def test_repeated_vertices_and_either_ring_orientation():
+    """Rings with a vertex repeated (first one included: zero-length edges), drawn either way
+    round, one with a hole drawn the same way as its shell: the boundary is still closed curves
+    whose ∮ x dy is the union's area."""
+    shell = [(0, 0), (0, 0), (20, 0), (20, 0), (20, 20), (0, 20)]
+    hole = [(5, 5), (5, 5), (15, 5), (15, 15), (5, 15)]
+    cases = [
+        [Polygon(shell, [hole]), Polygon([(10, 10), (30, 10), (30, 10), (30, 30), (10, 30)])],
+        [Polygon(shell[::-1], [hole]), Polygon([(30, 30), (30, 10), (10, 10), (10, 10)])],
+    ]
+    for geoms in cases:
+        assert all(g.is_valid for g in geoms)
+        _, x0, segments = _boundary(geoms)
+        assert not _open_ends(segments)
+        ax, ay, bx, by = segments
+        area = float(np.sum(0.5 * ((ax - x0) + (bx - x0)) * (by - ay)))
+        assert area == pytest.approx(shapely.union_all(geoms).area, rel=1e-12)

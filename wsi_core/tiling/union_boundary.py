@@ -35,7 +35,7 @@ from numba import njit
 from wsi_core.geometry import explode_polygons
 from wsi_core.segments import Segments
 from wsi_core.tiling.edge_crossings import Crossings, pair_crossings
-from wsi_core.tiling.ragged import connected_groups, group_bounds, sum_by
+from wsi_core.tiling.ragged import connected_groups, group_bounds
 
 
 class _RingEdges(NamedTuple):
@@ -81,28 +81,46 @@ def union_boundary(parts: np.ndarray, tol: float, by_geos: bool = False) -> Segm
 def _ring_edges(parts: np.ndarray) -> _RingEdges:
     """The rings' edges of ``parts``, with each ring's orientation weight."""
     rings, ring_part = shapely.get_rings(parts, return_index=True)
-    exterior = np.r_[True, ring_part[1:] != ring_part[:-1]]
     coords, coord_ring = shapely.get_coordinates(rings, return_index=True)
-    same = coord_ring[:-1] == coord_ring[1:]
-    ax, ay = coords[:-1, 0][same], coords[:-1, 1][same]
-    bx, by = coords[1:, 0][same], coords[1:, 1][same]
-    ring = coord_ring[:-1][same]
-    nonzero = (ax != bx) | (ay != by)
-    ax, ay, bx, by, ring = ax[nonzero], ay[nonzero], bx[nonzero], by[nonzero], ring[nonzero]
-    first, count = group_bounds(ring, len(rings))
-    # Shoelace about each ring's first vertex keeps the sign reliable far from the origin.
-    start = np.minimum(first, max(len(ax) - 1, 0))
-    ox, oy = (ax[start], ay[start]) if len(ax) else (np.zeros(len(rings)),) * 2
-    cross = (ax - ox[ring]) * (by - oy[ring]) - (bx - ox[ring]) * (ay - oy[ring])
-    ring_weight = np.sign(sum_by(ring, cross, len(rings))) * np.where(exterior, 1.0, -1.0)
+    ring_start = np.r_[0, np.cumsum(np.bincount(coord_ring, minlength=len(rings)))]
+    x, y = np.ascontiguousarray(coords[:, 0]), np.ascontiguousarray(coords[:, 1])
+    ax, ay, bx, by, ring, weight, ring_first = _edges_of_rings(x, y, ring_start, ring_part)
     return _RingEdges(
-        Segments(ax, ay, bx, by),
-        ring,
-        ring_part[ring],
-        ring_weight[ring],
-        np.where(count > 0, first, -1),
-        ring_part,
+        Segments(ax, ay, bx, by), ring, ring_part[ring], weight, ring_first, ring_part
     )
+
+
+@njit(cache=True, nogil=True)
+def _edges_of_rings(
+    x: np.ndarray, y: np.ndarray, ring_start: np.ndarray, ring_part: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The edges of closed rings ``x[ring_start[r]:ring_start[r + 1]]`` (each ring's first
+    vertex repeated last; a polygon's rings in ``ring_part`` order, its exterior first), with
+    zero-length edges left out: (ax, ay, bx, by, ring, weight, ring_first) as in
+    :class:`_RingEdges`, ``ring_first`` -1 for a ring with no edge."""
+    n_rings = len(ring_start) - 1
+    m = max(len(x) - n_rings, 0)
+    ax, ay, bx, by = np.empty(m), np.empty(m), np.empty(m), np.empty(m)
+    ring = np.empty(m, dtype=np.int64)
+    weight = np.empty(m)
+    ring_first = np.full(n_rings, -1, dtype=np.int64)
+    k = 0
+    for r in range(n_rings):
+        start, stop = ring_start[r], ring_start[r + 1]
+        # Shoelace about the ring's first vertex keeps the sign reliable far from the origin.
+        ox, oy = x[start], y[start]
+        twice_area = 0.0
+        first = k
+        for v in range(start, stop - 1):
+            if x[v + 1] != x[v] or y[v + 1] != y[v]:
+                ax[k], ay[k], bx[k], by[k], ring[k] = x[v], y[v], x[v + 1], y[v + 1], r
+                twice_area += (x[v] - ox) * (y[v + 1] - oy) - (x[v + 1] - ox) * (y[v] - oy)
+                k += 1
+        if k > first:
+            ring_first[r] = first
+        exterior = r == 0 or ring_part[r] != ring_part[r - 1]
+        weight[first:k] = np.sign(twice_area) * (1.0 if exterior else -1.0)
+    return ax[:k], ay[:k], bx[:k], by[:k], ring[:k], weight[:k], ring_first
 
 
 def _near_parts(parts: np.ndarray, tol: float) -> tuple[np.ndarray, np.ndarray]:
