@@ -414,11 +414,18 @@ class _TileInputs(NamedTuple):
         as_paths = [os.fspath(p) for p in paths] if _is_sequence(paths) else [os.fspath(paths)] * n
         return cls(
             as_paths,
-            np.broadcast_to(np.asarray(x, dtype=np.int64), (n,)),
-            np.broadcast_to(np.asarray(y, dtype=np.int64), (n,)),
-            np.broadcast_to(np.asarray(mpp_x, dtype=np.float64), (n,)),
-            np.broadcast_to(np.asarray(mpp_y, dtype=np.float64), (n,)),
+            _per_tile(x, np.int64, n),
+            _per_tile(y, np.int64, n),
+            _per_tile(mpp_x, np.float64, n),
+            _per_tile(mpp_y, np.float64, n),
         )
+
+
+def _per_tile(value: Any, dtype: type, n: int) -> np.ndarray:
+    """``value`` as ``n`` entries of ``dtype``: itself when it has them (np.broadcast_to costs
+    4 us a call, four calls a call of the kernels), else a scalar broadcast to all ``n``."""
+    array: np.ndarray = np.asarray(value, dtype=dtype)
+    return array if array.shape == (n,) else np.broadcast_to(array, (n,))
 
 
 def _is_sequence(value: Any) -> bool:
@@ -835,6 +842,16 @@ def _fractions(counts: np.ndarray, keys: dict[str, int]) -> OverlapTable:
     ordered = sort_keys(list(keys))
     if ordered != list(keys):  # a tissue mask's keys come in value order ("0", "255")
         counts = counts[:, [keys[key] for key in ordered]]
-    totals = counts.sum(axis=1)
+    totals = _row_sums(counts)
     fractions = counts / np.maximum(totals, 1)[:, None]
     return OverlapTable(ordered, fractions, totals > 0)
+
+
+def _row_sums(counts: np.ndarray) -> np.ndarray:
+    """Each tile's counted pixels: the sum of a ``(tiles, K)`` count matrix's rows, column by
+    column. ``counts.sum(axis=1)`` reduces K (two, for a mask) values at a time, twelve times
+    slower (60 us on 4661 tiles)."""
+    totals = np.zeros(len(counts), dtype=counts.dtype)
+    for k in range(counts.shape[1]):
+        totals += counts[:, k]
+    return totals
