@@ -58,6 +58,45 @@ def test_a_third_value_in_the_last_row_is_found():
     np.testing.assert_array_equal(result.codes, _by_sorting(original)[0])
 
 
+@pytest.mark.parametrize(
+    ("top", "rest"),
+    [
+        (255, [0, 255]),  # the first rows hold the greater value alone: coded 1, not 0
+        (0, [0, 255]),
+        (9, [9]),  # one value throughout
+        (255, [0, 100, 255]),  # a third value after rows of the greater one
+        (7, [3, 7]),
+        (7, [3, 5]),  # the second value and a third in the same row
+    ],
+)
+@pytest.mark.parametrize("first_other_row", [0, 1, 40])
+def test_planes_whose_first_rows_hold_one_value(top, rest, first_other_row):
+    """In place, the values are found as the rows are coded: rows of one value before the
+    first other pixel are coded before it is known whether that value is the lesser. A
+    third value puts every row back, however they were coded."""
+    rng = np.random.default_rng(first_other_row)
+    plane = np.full((60, 33), top, dtype=np.uint8)
+    plane[first_other_row:] = rng.choice(np.array(rest, dtype=np.uint8), (60 - first_other_row, 33))
+    original = plane.copy()
+    result = encode_values(plane, overwrite=True)
+    codes, keys = _by_sorting(original)
+    assert result.keys == keys
+    np.testing.assert_array_equal(result.codes, codes)
+    if len(keys) > 2:
+        np.testing.assert_array_equal(plane, original)
+
+
+def test_grey_plus_alpha_is_coded_in_its_strided_plane():
+    rng = np.random.default_rng(3)
+    grey = np.full((50, 20), 200, dtype=np.uint8)
+    grey[10:] = rng.choice(np.array([30, 200], dtype=np.uint8), (40, 20))
+    region = np.stack([grey, np.full_like(grey, 255)], axis=-1)
+    result = encode_values(region, overwrite=True)
+    assert result.keys == ["30", "200"]
+    np.testing.assert_array_equal(result.codes, grey == 200)
+    assert (region[..., 1] == 255).all()  # the alpha samples are not written
+
+
 def test_grey_stored_as_rgb_and_empty_regions():
     rng = np.random.default_rng(1)
     plane = rng.choice(np.array([0, 255], dtype=np.uint8), size=(40, 30))

@@ -43,25 +43,55 @@ def any_between(plane: np.ndarray, low: np.integer, high: np.integer) -> bool:
 
 
 @njit(cache=True, nogil=True)
-def code_in_place(plane: np.ndarray, low: np.integer, high: np.integer) -> bool:
-    """Overwrite a 2-D plane whose extrema are ``low`` and ``high`` with its 0/1 codes (1
-    where ``high``), row by row, each row tested first for a pixel strictly between them;
-    at the first row that has one, put back the rows already coded and return False (the
-    plane as it was: it holds a third value).
+def code_two_values(plane: np.ndarray) -> tuple[int, np.integer, np.integer]:
+    """Overwrite a non-empty 2-D plane of at most two values with its 0/1 codes (1 where the
+    greater), in one pass, row by row; return how many values it holds (1 or 2) and the
+    least and greatest. A plane with a third value is put back as it was and gives 3.
 
-    One pass that reads each row twice while it is in cache, where a test of the whole
-    plane and then its coding would read the plane from memory twice."""
+    The values are the first pixel's and the first other one met: rows holding the first
+    value alone are coded 0 (their one vectorised test finds no other) and set to 1 if the
+    other value turns out to be the lesser. Each row is then tested for a pixel that is
+    neither value and coded while it is in cache: one read of the plane, where its extrema
+    first would be a second."""
+    first = plane[0, 0]
+    other = first
     for y in range(plane.shape[0]):
         row = plane[y]
-        between = False
+        if other == first:
+            if not _differs(row, first):
+                row[:] = 0
+                continue
+            other = _first_other(row, first)
+            if other < first:  # the rows coded so far hold the greater value
+                plane[:y] = 1
+        low, high = min(first, other), max(first, other)
+        third = False
         for x in range(row.size):
-            between |= (row[x] > low) & (row[x] < high)
-        if between:
+            third |= (row[x] != low) & (row[x] != high)
+        if third:
             _decode_rows(plane, y, low, high)
-            return False
+            return 3, low, high
         for x in range(row.size):
             row[x] = row[x] == high
-    return True
+    return (1 if other == first else 2), min(first, other), max(first, other)
+
+
+@njit(cache=True, nogil=True)
+def _differs(row: np.ndarray, value: np.integer) -> bool:
+    """Whether a pixel of ``row`` is not ``value`` (without a branch: vectorised)."""
+    differs = False
+    for x in range(row.size):
+        differs |= row[x] != value
+    return differs
+
+
+@njit(cache=True, nogil=True)
+def _first_other(row: np.ndarray, value: np.integer) -> np.integer:
+    """The first pixel of ``row`` that is not ``value`` (the caller knows there is one)."""
+    for x in range(row.size):
+        if row[x] != value:
+            return row[x]
+    return value
 
 
 @njit(cache=True, nogil=True)

@@ -64,26 +64,28 @@ def _two_values(plane: np.ndarray, in_place: bool = False) -> ValueCodes | None:
     written over ``plane`` (``uint8`` only) when ``in_place``, left unchanged otherwise.
 
     Compiled passes over the plane (its extrema; then whether any pixel lies strictly
-    between them, fused with the coding when in place), where ``bincount`` and a lookup
-    table convert every pixel to a 64-bit index (five times the time on a 50-megapixel band
-    of a full-resolution mask). No plane-sized temporary is made when in place (each costs
-    its page faults too: about 1 ms on 4.7 megapixels).
+    between them), where ``bincount`` and a lookup table convert every pixel to a 64-bit
+    index (five times the time on a 50-megapixel band of a full-resolution mask). In place,
+    one pass (``code_two_values``) finds the values and codes each row as it tests it, and no
+    plane-sized temporary is made (each costs its page faults too: about 1 ms on 4.7
+    megapixels).
     """
     # Compiled by numba, which costs 120 MB and a third of a second to import: only here.
-    from wsi_core.tiling.overlay_kernels import any_between, code_in_place, extrema
+    from wsi_core.tiling.overlay_kernels import any_between, code_two_values, extrema
 
     if plane.size == 0:
         return None
+    if in_place:
+        seen, least, greatest = code_two_values(plane)
+        if seen > 2:
+            return None
+        return ValueCodes(plane, [str(int(v)) for v in (least, greatest)[:seen]])
     low, high = extrema(plane)
     if low == high:
-        codes = plane if in_place else np.zeros(plane.shape, dtype=np.uint8)
-        codes.fill(0)  # a no-op on fresh zeros
-        return ValueCodes(codes, [str(int(low))])
+        return ValueCodes(np.zeros(plane.shape, dtype=np.uint8), [str(int(low))])
     keys = [str(int(low)), str(int(high))]
     # In the plane's dtype: compared with 64-bit integers, its pixels would be widened first.
     low, high = plane.dtype.type(low), plane.dtype.type(high)
-    if in_place:
-        return ValueCodes(plane, keys) if code_in_place(plane, low, high) else None
     if any_between(plane, low, high):
         return None
     return ValueCodes(np.equal(plane, high).view(np.uint8), keys)
