@@ -423,7 +423,7 @@ class _TileInputs(NamedTuple):
 
 def _per_tile(value: Any, dtype: type, n: int) -> np.ndarray:
     """``value`` as ``n`` entries of ``dtype``: itself when it has them (np.broadcast_to costs
-    4 us a call, four calls a call of the kernels), else a scalar broadcast to all ``n``."""
+    2-4 us a call, four calls a call of the kernels), else a scalar broadcast to all ``n``."""
     array: np.ndarray = np.asarray(value, dtype=dtype)
     return array if array.shape == (n,) else np.broadcast_to(array, (n,))
 
