@@ -27,6 +27,10 @@ INVALID = {
     "crossing_far_from_the_origin": Polygon(
         [(1e7, 1e7), (1e7 + 2, 1e7 + 2), (1e7 + 2, 1e7), (1e7, 1e7 + 2)]
     ),
+    # Turning one way round its centre at every edge, but twice round.
+    "pentagram": Polygon([(np.cos(a), np.sin(a)) for a in np.arange(5) * 4 * np.pi / 5]),
+    # Star-shaped about its centre but for one vertex pushed out across another edge.
+    "star_pushed_across": Polygon([(4, 0), (0, 4), (-4, 0), (2, 2.5), (0, -4)]),
 }
 with np.errstate(invalid="ignore"):  # GEOS warns of the NaN as it builds the ring
     INVALID["nan"] = Polygon([(0, 0), (1, 0), (np.nan, 1)])
@@ -105,3 +109,40 @@ def test_too_many_overlapping_edges_are_left_to_geos(monkeypatch):
     assert _proven(serpentine)
     monkeypatch.setattr(simple_rings_module, "_PAIRS_PER_EDGE", 2)
     assert not _proven(serpentine)
+
+
+def test_star_shaped_rings_are_proven_in_one_pass(monkeypatch):
+    """Star-shaped rings (either way round, far from the origin, with a repeated vertex) are
+    proven without the sweep: with no pair allowed to the sweep, they still are, while a ring
+    that is valid but not star-shaped about its mean is not."""
+    monkeypatch.setattr(simple_rings_module, "_PAIRS_PER_EDGE", 0)
+    angles = np.linspace(0, 2 * np.pi, 60, endpoint=False)
+    radii = np.where(np.arange(60) % 2 == 0, 10.0, 3.0)
+    star = np.c_[radii * np.cos(angles), radii * np.sin(angles)]
+    doubled = np.insert(star, 7, star[7], axis=0)
+    stars = [Polygon(star), Polygon(star[::-1]), Polygon(star + 1e7), Polygon(doubled)]
+    assert clearly_valid(np.array(stars, dtype=object)).all()
+    c_shape = Polygon([(0, 0), (10, 0), (10, 10), (0, 10), (0, 8), (8, 8), (8, 2), (0, 2)])
+    assert c_shape.is_valid
+    assert not _proven(c_shape)
+
+
+def test_fuzz_star_shaped_and_twice_round():
+    """Rings whose vertices go round a point in order once (valid) or twice (never valid), with
+    jittered radii, some with the point near an edge: no ring GEOS calls invalid is proven, and
+    nearly every star-shaped one is."""
+    rng = np.random.default_rng(11)
+    polygons = []
+    for trial in range(4000):
+        k = int(rng.integers(3, 40))
+        turns = 1 + trial % 2
+        angle = np.sort(rng.uniform(0, 2 * np.pi * turns, k))
+        radius = rng.uniform(0.05, 1, k) if trial % 3 else rng.uniform(0.9, 1, k)
+        centre = rng.uniform(-1, 1, 2) * (1e6 if trial % 5 == 0 else 1)
+        polygons.append(Polygon(centre + radius[:, None] * np.c_[np.cos(angle), np.sin(angle)]))
+    geoms = np.array(polygons, dtype=object)
+    proven = clearly_valid(geoms)
+    valid = shapely.is_valid(geoms)
+    assert not np.any(proven & ~valid)
+    assert valid.sum() > 1000 and (~valid).sum() > 1000
+    assert proven.sum() > 0.9 * valid.sum()
