@@ -15,8 +15,7 @@ import numpy as np
 import shapely
 from numba import njit
 
-from wsi_core.segments import Segments
-from wsi_core.tiling.ragged import ragged_expand, sum_by
+from wsi_core.segments import Segments, segment_point
 from wsi_core.tiling.tile_buckets import TileBuckets
 from wsi_core.tiling.union_boundary import union_boundary
 
@@ -130,58 +129,96 @@ class RectCoverage:
         """Per tile: W times the length of its right side inside the union (level-0 square
         pixels); None when the crossings along some line do not count up consistently."""
         lines = np.unique(self.x1)
-        line, y, jump = _line_crossings(segments, lines)
-        order = np.lexsort((y, line))
-        line, y, jump = line[order], y[order], jump[order]
-        inside = np.cumsum(jump)  # each line's jumps add up to 0, so no line carries over
-        # Crossings at one point (a vertex on the line) come in any order: check the count
-        # after the last of them.
-        settled = np.r_[(line[1:] != line[:-1]) | (y[1:] != y[:-1]), True][: len(line)]
-        line_end = np.r_[line[1:] != line[:-1], True][: len(line)]
-        if np.any((inside[settled] != 0) & (inside[settled] != 1)) or np.any(inside[line_end]):
-            return None
-        tile_line = np.searchsorted(lines, self.x1)
-        below = _count_at_or_below(line, y, tile_line, self.y0)
-        upto = _count_at_or_below(line, y, tile_line, self.y1)
-        at_bottom = np.r_[0.0, inside][below]  # the running count after the last one below
-        tile, k = ragged_expand(upto - below)
-        within = below[tile] + k
-        cut = sum_by(tile, jump[within] * (self.y1[tile] - y[within]), len(self.x1))
-        return self.w * (at_bottom * self.h + cut)
+        ax, ay, bx, by = (np.ascontiguousarray(v, dtype=np.float64) for v in segments)
+        tiles = (np.searchsorted(lines, self.x1), self.y0, self.y1, self.w, self.h)
+        area = np.empty(len(self.x1))
+        return area if _right_sides(ax, ay, bx, by, lines, *tiles, area) else None
 
 
-def _line_crossings(
-    segments: Segments, lines: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Where segments cross the vertical lines ``x = lines[k]`` (ascending): (line index, y,
-    jump) per crossing, ``jump`` +1 where the union begins above the crossing, -1 where it
-    ends. A segment crosses ``x = X`` when exactly one end lies right of it (points on a line
-    count as left of it), so a closed curve crosses every line an even number of times."""
-    # From the left end: an edge that two polygons share, once each way, crosses at one y.
-    ordered, _ = segments.canonical()
-    left, right = ordered.ax, ordered.bx
-    first = np.searchsorted(lines, left, side="left")
-    stop = np.searchsorted(lines, right, side="left")
-    seg, k = ragged_expand(stop - first)
-    line = first[seg] + k
-    _, y = ordered.point_at((lines[line] - left[seg]) / (right[seg] - left[seg]), seg)
-    return line, y, np.sign(segments.bx[seg] - segments.ax[seg])
+@njit(cache=True, nogil=True, inline="always")
+def _canonical(
+    ax: float, ay: float, bx: float, by: float
+) -> tuple[float, float, float, float, bool]:
+    """A segment's ends ordered by (x, y), and whether they were turned: a segment and its
+    reverse (an edge two polygons share) give bit-identical points (as
+    :meth:`~wsi_core.segments.Segments.canonical`)."""
+    flip = bx < ax or (bx == ax and by < ay)
+    if flip:
+        return bx, by, ax, ay, True
+    return ax, ay, bx, by, False
 
 
-def _count_at_or_below(
-    line: np.ndarray, y: np.ndarray, query_line: np.ndarray, query_y: np.ndarray
-) -> np.ndarray:
-    """For each query, how many crossings (sorted by line, then y) come before it: those of
-    lower lines, and those of its line at or below ``query_y``."""
-    n = len(line)
-    merged_line = np.r_[line, query_line]
-    merged_y = np.r_[y, query_y]
-    is_query = np.r_[np.zeros(n, dtype=bool), np.ones(len(query_line), dtype=bool)]
-    order = np.lexsort((is_query, merged_y, merged_line))
-    slots = np.flatnonzero(order >= n)
-    count = np.empty(len(query_line), dtype=np.int64)
-    count[order[slots] - n] = slots - np.arange(len(slots))
-    return count
+@njit(cache=True, nogil=True)
+def _right_sides(
+    ax: np.ndarray,
+    ay: np.ndarray,
+    bx: np.ndarray,
+    by: np.ndarray,
+    lines: np.ndarray,
+    tile_line: np.ndarray,
+    y0: np.ndarray,
+    y1: np.ndarray,
+    w: np.ndarray,
+    h: np.ndarray,
+    area: np.ndarray,
+) -> bool:
+    """:meth:`RectCoverage._right_side_area` on columns, into ``area``; False if inconsistent.
+
+    The segments cross the vertical lines ``x = lines[k]`` (ascending) where exactly one end
+    lies right of a line (points on it count as left of it), so a closed curve crosses every
+    line an even number of times; each crossing is +1 where the union begins above it, -1
+    where it ends. Taken up each line (ties in segment order), the running count must be 0 or
+    1 after the last crossing at any one point, and end at 0. Tile ``t`` on line
+    ``tile_line[t]``: the count after the crossings at or below ``y0[t]`` says whether its
+    right side starts inside, and each crossing up to ``y1[t]`` adds its jump times the
+    stretch from it to the top."""
+    n_lines = len(lines)
+    start = np.zeros(n_lines + 1, dtype=np.int64)
+    for write in (False, True):
+        if write:
+            start = np.cumsum(start)
+            fill = start[:-1].copy()
+            y = np.empty(start[-1])
+            jump = np.empty(start[-1])
+        for s in range(len(ax)):
+            # From the left end: an edge two polygons share, once each way, crosses at one y.
+            lx, ly, rx, ry, _ = _canonical(ax[s], ay[s], bx[s], by[s])
+            first = np.searchsorted(lines, lx, side="left")
+            stop = np.searchsorted(lines, rx, side="left")
+            for k in range(first, stop):
+                if not write:
+                    start[k + 1] += 1
+                    continue
+                t = (lines[k] - lx) / (rx - lx)
+                y[fill[k]] = segment_point(lx, ly, rx, ry, t)[1]
+                jump[fill[k]] = np.sign(bx[s] - ax[s])
+                fill[k] += 1
+    running = np.empty(len(y))
+    for k in range(n_lines):
+        a, b = start[k], start[k + 1]
+        order = np.argsort(y[a:b], kind="mergesort")  # stable: ties in segment order
+        y[a:b], jump[a:b] = y[a:b][order], jump[a:b][order]
+        inside = 0.0
+        for c in range(a, b):
+            inside += jump[c]
+            running[c] = inside
+            # Crossings at one point (a vertex on the line) come in any order: check the count
+            # after the last of them.
+            settled = c == b - 1 or y[c + 1] != y[c]
+            if settled and inside * (inside - 1) != 0:  # neither 0 nor 1
+                return False
+        if inside != 0:
+            return False
+    for t in range(len(area)):
+        a, b = start[tile_line[t]], start[tile_line[t] + 1]
+        below = a + np.searchsorted(y[a:b], y0[t], side="right")
+        upto = a + np.searchsorted(y[a:b], y1[t], side="right")
+        at_bottom = running[below - 1] if below > a else 0.0
+        cut = 0.0
+        for c in range(below, upto):
+            cut += jump[c] * (y1[t] - y[c])
+        area[t] = w[t] * (at_bottom * h[t] + cut)
+    return True
 
 
 def _short_pieces(segments: Segments, width: float, height: float) -> Segments:
@@ -189,15 +226,42 @@ def _short_pieces(segments: Segments, width: float, height: float) -> Segments:
     so that a box join finds the few tiles each touches; consecutive pieces share their
     endpoint exactly, and an edge that two polygons share, once each way, is cut at the same
     points both times."""
-    ax, ay, bx, by = segments
-    n = np.maximum(
-        np.maximum(np.ceil(np.abs(bx - ax) / width), np.ceil(np.abs(by - ay) / height)), 1
-    ).astype(np.int64)
-    seg, k = ragged_expand(n)
-    ordered, flip = segments.canonical()
-    start = np.where(flip[seg], n[seg] - k, k)
-    end = np.where(flip[seg], start - 1, start + 1)
-    return Segments(*ordered.point_at(start / n[seg], seg), *ordered.point_at(end / n[seg], seg))
+    ax, ay, bx, by = (np.ascontiguousarray(v, dtype=np.float64) for v in segments)
+    return Segments(*_cut_short(ax, ay, bx, by, width, height))
+
+
+@njit(cache=True, nogil=True)
+def _cut_short(
+    ax: np.ndarray, ay: np.ndarray, bx: np.ndarray, by: np.ndarray, width: float, height: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`_short_pieces` on columns: segment s in ``n`` equal pieces, the points at
+    ``k / n`` along its canonical direction, listed in its own direction."""
+    count = np.empty(len(ax), dtype=np.int64)
+    for s in range(len(ax)):
+        across = max(np.ceil(abs(bx[s] - ax[s]) / width), np.ceil(abs(by[s] - ay[s]) / height))
+        count[s] = max(int(across), 1)
+    total = count.sum()
+    out_ax, out_ay, out_bx, out_by = (
+        np.empty(total),
+        np.empty(total),
+        np.empty(total),
+        np.empty(total),
+    )
+    p = 0
+    for s in range(len(ax)):
+        n = count[s]
+        if n == 1:
+            out_ax[p], out_ay[p], out_bx[p], out_by[p] = ax[s], ay[s], bx[s], by[s]
+            p += 1
+            continue
+        lx, ly, rx, ry, flip = _canonical(ax[s], ay[s], bx[s], by[s])
+        for k in range(n):
+            first = n - k if flip else k
+            last = first - 1 if flip else first + 1
+            out_ax[p], out_ay[p] = segment_point(lx, ly, rx, ry, first / n)
+            out_bx[p], out_by[p] = segment_point(lx, ly, rx, ry, last / n)
+            p += 1
+    return out_ax, out_ay, out_bx, out_by
 
 
 @njit(cache=True, nogil=True)
