@@ -59,7 +59,8 @@ def union_boundary(parts: np.ndarray, tol: float, by_geos: bool = False) -> Segm
     if len(parts) == 0:
         return Segments(*(np.empty(0),) * 4)
     edges = _ring_edges(parts)
-    near = _near_parts(parts, tol)
+    boxes = shapely.bounds(parts)
+    near = _near_parts(parts, boxes, tol)
     group, alone = _overlap_groups(len(parts), near)
     failed = np.zeros(group.max() + 1, dtype=bool)
     failed[group[~alone]] = by_geos
@@ -67,7 +68,7 @@ def union_boundary(parts: np.ndarray, tol: float, by_geos: bool = False) -> Segm
     shared = np.flatnonzero(live[edges.part])
     crossings, touching = _crossings(edges, near, live, tol)
     failed[group[touching]] = True
-    cuts = _Cuts(edges, shared, crossings, _ring_start_counts(edges, near))
+    cuts = _Cuts(edges, shared, crossings, _ring_start_counts(edges, near, boxes))
     failed[group[cuts.unsure_parts(tol)]] = True
     by_union = np.flatnonzero(failed[group])
     alone_edges = alone[edges.part]
@@ -123,10 +124,10 @@ def _edges_of_rings(
     return ax[:k], ay[:k], bx[:k], by[:k], ring[:k], weight[:k], ring_first
 
 
-def _near_parts(parts: np.ndarray, tol: float) -> tuple[np.ndarray, np.ndarray]:
-    """Pairs ``(a, b)`` of different polygons whose boxes come within ``tol`` of each other,
-    both ways round."""
-    x0, y0, x1, y1 = shapely.bounds(parts).T
+def _near_parts(parts: np.ndarray, boxes: np.ndarray, tol: float) -> tuple[np.ndarray, np.ndarray]:
+    """Pairs ``(a, b)`` of different polygons whose ``boxes`` (their bounds, ``(N, 4)``) come
+    within ``tol`` of each other, both ways round."""
+    x0, y0, x1, y1 = boxes.T
     a, b = shapely.STRtree(parts).query(shapely.box(x0 - tol, y0 - tol, x1 + tol, y1 + tol))
     other = a != b
     return a[other], b[other]
@@ -155,11 +156,13 @@ def _crossings(
     return found.crossings, np.r_[edges.part[found.touching], found.crowded]
 
 
-def _ring_start_counts(edges: _RingEdges, near: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+def _ring_start_counts(
+    edges: _RingEdges, near: tuple[np.ndarray, np.ndarray], boxes: np.ndarray
+) -> np.ndarray:
     """Per ring: how many other polygons hold its first vertex, counted among the polygons
-    ``near`` its own (pairs from :func:`_near_parts`). A vertex on another polygon's boundary
-    may count either way: its edges then touch that polygon's, which sends their group to
-    GEOS."""
+    ``near`` its own (pairs from :func:`_near_parts`; ``boxes`` are the polygons' bounds). A
+    vertex on another polygon's boundary may count either way: its edges then touch that
+    polygon's, which sends their group to GEOS."""
     ax, ay, bx, by = (np.ascontiguousarray(v, dtype=np.float64) for v in edges.segments)
     n_parts = int(edges.ring_part.max()) + 1 if len(edges.ring_part) else 0
     part_edges, _ = group_bounds(edges.part, n_parts)
@@ -173,6 +176,7 @@ def _ring_start_counts(edges: _RingEdges, near: tuple[np.ndarray, np.ndarray]) -
         ay,
         bx,
         by,
+        *(np.ascontiguousarray(v) for v in boxes.T),
     )
 
 
@@ -187,12 +191,17 @@ def _count_holders(
     ay: np.ndarray,
     bx: np.ndarray,
     by: np.ndarray,
+    x0: np.ndarray,
+    y0: np.ndarray,
+    x1: np.ndarray,
+    y1: np.ndarray,
 ) -> np.ndarray:
     """:func:`_ring_start_counts` on columns: for each pair ``(first[k], second[k])``, the rings
     of polygon ``first[k]`` whose first vertex polygon ``second[k]`` holds get one more. The
     edges of polygon p are ``part_edges[p]..part_edges[p + 1]``, its rings ``part_rings[p]..``
-    likewise; a point is held where a ray to its right crosses the polygon's edges an odd
-    number of times (each edge taken as holding its lower end, not its upper)."""
+    likewise, its box ``[x0[p], x1[p]] x [y0[p], y1[p]]``; a point is held where a ray to its
+    right crosses the polygon's edges an odd number of times (each edge taken as holding its
+    lower end, not its upper), which a point outside the box never is."""
     count = np.zeros(len(ring_first), dtype=np.int64)
     for k in range(len(first)):
         p, q = first[k], second[k]
@@ -200,6 +209,8 @@ def _count_holders(
             if ring_first[r] < 0:
                 continue
             px, py = ax[ring_first[r]], ay[ring_first[r]]
+            if px < x0[q] or px > x1[q] or py < y0[q] or py > y1[q]:
+                continue
             inside = False
             for e in range(part_edges[q], part_edges[q + 1]):
                 if (ay[e] > py) != (by[e] > py):
