@@ -43,6 +43,7 @@ from wsi_core.geometry import (
     force_2d,
     is_axis_aligned_rectangle,
     polygonal_part,
+    repair_polygons,
     valid_polygon_parts,
 )
 from wsi_core.progress import Progress, Throttled
@@ -161,7 +162,7 @@ def _parts_near_grid(
     rect = _grid_rect(roi, origins, ds)
     polygons = explode_polygons(force_2d(geoms))
     huge = np.abs(shapely.bounds(polygons)).max(axis=1, initial=0.0) > _GEOS_SAFE
-    parts = valid_polygon_parts(polygons[~huge])
+    parts = repair_polygons(polygons[~huge])
     return np.concatenate([clip_to_rect(parts, rect), clip_to_rect(polygons[huge], rect)])
 
 
