@@ -39,47 +39,43 @@ def clearly_valid(polygons: np.ndarray) -> np.ndarray:
     if len(holeless) == 0:
         return proven
     # A holeless polygon's coordinates are its ring's, so no geometry object is made per ring.
-    coords, polygon = shapely.get_coordinates(polygons[holeless], return_index=True)
-    offsets = np.r_[0, np.cumsum(np.bincount(polygon, minlength=len(holeless)))]
-    proven[holeless] = _simple_rings(
-        np.ascontiguousarray(coords[:, 0]),
-        np.ascontiguousarray(coords[:, 1]),
-        offsets,
-        _REL_TOL,
-        _PAIRS_PER_EDGE,
-    )
+    coords = shapely.get_coordinates(polygons[holeless])
+    offsets = np.r_[0, np.cumsum(shapely.get_num_coordinates(polygons[holeless]))]
+    proven[holeless] = _simple_rings(coords, offsets, _REL_TOL, _PAIRS_PER_EDGE)
     return proven
 
 
 @njit(cache=True, nogil=True)
 def _simple_rings(
-    x: np.ndarray,
-    y: np.ndarray,
+    xy: np.ndarray,
     offsets: np.ndarray,
     rel_tol: float,
     pairs_per_edge: int,
 ) -> np.ndarray:
-    """Per closed ring ``x[offsets[r]:offsets[r + 1]]`` (first vertex repeated last): whether
-    it is proven simple. Its edges (zero-length ones left out) must number three or more, no
-    consecutive two may fold back, and, swept in order of their least x, no other two whose
+    """Per closed ring ``xy[offsets[r]:offsets[r + 1]]`` (``(N, 2)`` coordinates, first vertex
+    repeated last): whether it is proven simple. Its edges (zero-length ones left out) must
+    number three or more, and either turn one way round one point (:func:`_star_shaped`), or
+    no consecutive two may fold back and, swept in order of their least x, no other two whose
     boxes come within the tolerance may cross or come within it."""
     n_rings = len(offsets) - 1
     simple = np.zeros(n_rings, dtype=np.bool_)
     # Buffers for one ring: its edges, their order by least x, their boxes in that order.
-    edges = (np.empty(len(x)), np.empty(len(x)), np.empty(len(x)), np.empty(len(x)))
+    size = max(np.max(np.diff(offsets)), 1) if n_rings else 1
+    edges = (np.empty(size), np.empty(size), np.empty(size), np.empty(size))
     ax, ay, bx, by = edges
-    order = np.empty(len(x), dtype=np.int64)
-    boxes = (np.empty(len(x)), np.empty(len(x)), np.empty(len(x)), np.empty(len(x)))
+    order = np.empty(size, dtype=np.int64)
+    boxes = (np.empty(size), np.empty(size), np.empty(size), np.empty(size))
     for r in range(n_rings):
         first, stop = offsets[r], offsets[r + 1]
         m = 0
         scale = 0.0
         finite = True
         for v in range(first, stop - 1):
-            finite &= np.isfinite(x[v]) and np.isfinite(y[v])
-            scale = max(scale, abs(x[v]), abs(y[v]))
-            if x[v + 1] != x[v] or y[v + 1] != y[v]:
-                ax[m], ay[m], bx[m], by[m] = x[v], y[v], x[v + 1], y[v + 1]
+            x, y, next_x, next_y = xy[v, 0], xy[v, 1], xy[v + 1, 0], xy[v + 1, 1]
+            finite &= np.isfinite(x) and np.isfinite(y)
+            scale = max(scale, abs(x), abs(y))
+            if next_x != x or next_y != y:
+                ax[m], ay[m], bx[m], by[m] = x, y, next_x, next_y
                 m += 1
         if m < 3 or not finite:
             continue

@@ -82,10 +82,9 @@ def union_boundary(parts: np.ndarray, tol: float, by_geos: bool = False) -> Segm
 def _ring_edges(parts: np.ndarray) -> _RingEdges:
     """The rings' edges of ``parts``, with each ring's orientation weight."""
     rings, ring_part = shapely.get_rings(parts, return_index=True)
-    coords, coord_ring = shapely.get_coordinates(rings, return_index=True)
-    ring_start = np.r_[0, np.cumsum(np.bincount(coord_ring, minlength=len(rings)))]
-    x, y = np.ascontiguousarray(coords[:, 0]), np.ascontiguousarray(coords[:, 1])
-    ax, ay, bx, by, ring, weight, ring_first = _edges_of_rings(x, y, ring_start, ring_part)
+    ring_start = np.r_[0, np.cumsum(shapely.get_num_coordinates(rings))]
+    columns = _edges_of_rings(shapely.get_coordinates(rings), ring_start, ring_part)
+    ax, ay, bx, by, ring, weight, ring_first = columns
     return _RingEdges(
         Segments(ax, ay, bx, by), ring, ring_part[ring], weight, ring_first, ring_part
     )
@@ -93,14 +92,15 @@ def _ring_edges(parts: np.ndarray) -> _RingEdges:
 
 @njit(cache=True, nogil=True)
 def _edges_of_rings(
-    x: np.ndarray, y: np.ndarray, ring_start: np.ndarray, ring_part: np.ndarray
+    xy: np.ndarray, ring_start: np.ndarray, ring_part: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """The edges of closed rings ``x[ring_start[r]:ring_start[r + 1]]`` (each ring's first
-    vertex repeated last; a polygon's rings in ``ring_part`` order, its exterior first), with
-    zero-length edges left out: (ax, ay, bx, by, ring, weight, ring_first) as in
-    :class:`_RingEdges`, ``ring_first`` -1 for a ring with no edge."""
+    """The edges of closed rings ``xy[ring_start[r]:ring_start[r + 1]]`` (``(N, 2)``
+    coordinates, each ring's first vertex repeated last; a polygon's rings in ``ring_part``
+    order, its exterior first), with zero-length edges left out: (ax, ay, bx, by, ring,
+    weight, ring_first) as in :class:`_RingEdges`, ``ring_first`` -1 for a ring with no
+    edge."""
     n_rings = len(ring_start) - 1
-    m = max(len(x) - n_rings, 0)
+    m = max(len(xy) - n_rings, 0)
     ax, ay, bx, by = np.empty(m), np.empty(m), np.empty(m), np.empty(m)
     ring = np.empty(m, dtype=np.int64)
     weight = np.empty(m)
@@ -109,13 +109,14 @@ def _edges_of_rings(
     for r in range(n_rings):
         start, stop = ring_start[r], ring_start[r + 1]
         # Shoelace about the ring's first vertex keeps the sign reliable far from the origin.
-        ox, oy = x[start], y[start]
+        ox, oy = xy[start, 0], xy[start, 1]
         twice_area = 0.0
         first = k
         for v in range(start, stop - 1):
-            if x[v + 1] != x[v] or y[v + 1] != y[v]:
-                ax[k], ay[k], bx[k], by[k], ring[k] = x[v], y[v], x[v + 1], y[v + 1], r
-                twice_area += (x[v] - ox) * (y[v + 1] - oy) - (x[v + 1] - ox) * (y[v] - oy)
+            x, y, next_x, next_y = xy[v, 0], xy[v, 1], xy[v + 1, 0], xy[v + 1, 1]
+            if next_x != x or next_y != y:
+                ax[k], ay[k], bx[k], by[k], ring[k] = x, y, next_x, next_y, r
+                twice_area += (x - ox) * (next_y - oy) - (next_x - ox) * (y - oy)
                 k += 1
         if k > first:
             ring_first[r] = first
