@@ -60,7 +60,7 @@ def union_boundary(parts: np.ndarray, tol: float, by_geos: bool = False) -> Segm
         return Segments(*(np.empty(0),) * 4)
     edges = _ring_edges(parts)
     boxes = shapely.bounds(parts)
-    near = _near_parts(parts, boxes, tol)
+    near = _near_parts(parts)
     group, alone = _overlap_groups(len(parts), near)
     failed = np.zeros(group.max() + 1, dtype=bool)
     failed[group[~alone]] = by_geos
@@ -125,11 +125,10 @@ def _edges_of_rings(
     return ax[:k], ay[:k], bx[:k], by[:k], ring[:k], weight[:k], ring_first
 
 
-def _near_parts(parts: np.ndarray, boxes: np.ndarray, tol: float) -> tuple[np.ndarray, np.ndarray]:
-    """Pairs ``(a, b)`` of different polygons whose ``boxes`` (their bounds, ``(N, 4)``) come
-    within ``tol`` of each other, both ways round."""
-    x0, y0, x1, y1 = boxes.T
-    a, b = shapely.STRtree(parts).query(shapely.box(x0 - tol, y0 - tol, x1 + tol, y1 + tol))
+def _near_parts(parts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Pairs ``(a, b)`` of different polygons whose boxes meet (closed: touching counts), both
+    ways round. Polygons whose boxes do not meet cannot overlap, so their union is both."""
+    a, b = shapely.STRtree(parts).query(parts)
     other = a != b
     return a[other], b[other]
 
