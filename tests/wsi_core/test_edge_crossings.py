@@ -180,3 +180,44 @@ def test_crowded_pairs_are_reported_not_paired(monkeypatch):
     sparse = tuple(v[pairs[0] >= 2] for v in pairs)
     assert len(sparse[0]) > 0
     assert _rows(found) == _oracle(edges, weight, first, sparse, 1e-9)
+
+
+def test_touching_and_crossing_edges_on_a_grid_against_shapely(route):
+    """Rectangles and triangles with corners on a coarse integer grid: ends on other edges
+    (T-junctions), shared corners, collinear overlaps and proper crossings everywhere. A pair
+    touches exactly when an end of one lies within tol of the other (shapely's distances), and
+    crosses exactly when shapely says the segments cross and neither touches."""
+    rng = np.random.default_rng(4)
+    rings = []
+    for k in range(40):
+        x0, y0 = rng.integers(0, 8, 2)
+        x1, y1 = x0 + rng.integers(1, 5), y0 + rng.integers(1, 5)
+        corners = (
+            [(x0, y0), (x1, y0), (x1, y1), (x0, y1)] if k % 2 else [(x0, y0), (x1, y0), (x0, y1)]
+        )
+        rings.append(np.array([*corners, corners[0]], dtype=float))
+    tol = 1e-9
+    edges, weight, first = _edges(rings)
+    pairs = _box_pairs(edges, first)
+    found = pair_crossings(edges, weight, first, pairs, tol)
+    ends_a = shapely.points(np.c_[edges.ax, edges.ay])
+    ends_b = shapely.points(np.c_[edges.bx, edges.by])
+    ends = np.stack([np.c_[edges.ax, edges.ay], np.c_[edges.bx, edges.by]], axis=1)
+    lines = shapely.linestrings(ends)
+    e, f = _all_pairs(edges, first, pairs)
+    end_distance = np.min(
+        [
+            shapely.distance(ends_a[e], lines[f]),
+            shapely.distance(ends_b[e], lines[f]),
+            shapely.distance(ends_a[f], lines[e]),
+            shapely.distance(ends_b[f], lines[e]),
+        ],
+        axis=0,
+    )
+    touch = end_distance <= tol
+    cross = shapely.crosses(lines[e], lines[f]) & ~touch
+    assert touch.sum() > 100 and cross.sum() > 20
+    got_touch = {tuple(sorted(pair)) for pair in found.touching.reshape(-1, 2).tolist()}
+    assert got_touch == {tuple(sorted(pair)) for pair in zip(e[touch], f[touch], strict=True)}
+    got_cross = {tuple(sorted(pair)) for pair in found.crossings.edge.reshape(-1, 2).tolist()}
+    assert got_cross == {tuple(sorted(pair)) for pair in zip(e[cross], f[cross], strict=True)}

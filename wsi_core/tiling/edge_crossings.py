@@ -299,7 +299,16 @@ def _crossings(
         # Both ends on one side, beyond tol: the edges neither cross nor touch.
         if c0 * c1 > 0 and min(abs(c0), abs(c1)) > tol * length:
             continue
-        if end_distance(long_, short, ax, ay, bx, by) <= tol:
+        # Ends far from the other edge's line on both sides, both ways round (twice tol, far
+        # above the rounding of these products): a clear crossing, no end within tol of the
+        # other edge, and no need to measure the ends' distances.
+        clear = c0 * c1 < 0 and min(abs(c0), abs(c1)) > 2 * tol * length
+        if clear:
+            sx, sy = bx[short] - ax[short], by[short] - ay[short]
+            d0 = sx * (ay[long_] - ay[short]) - sy * (ax[long_] - ax[short])
+            d1 = sx * (by[long_] - ay[short]) - sy * (bx[long_] - ax[short])
+            clear = d0 * d1 < 0 and min(abs(d0), abs(d1)) > 2 * tol * np.sqrt(sx * sx + sy * sy)
+        if not clear and end_distance(long_, short, ax, ay, bx, by) <= tol:
             touching[n_touching], touching[n_touching + 1] = long_, short
             n_touching += 2
             continue
