@@ -81,7 +81,10 @@ def union_boundary(parts: np.ndarray, tol: float, by_geos: bool = False) -> Segm
 
 def _ring_edges(parts: np.ndarray) -> _RingEdges:
     """The rings' edges of ``parts``, with each ring's orientation weight."""
-    rings, ring_part = shapely.get_rings(parts, return_index=True)
+    if np.any(shapely.get_num_interior_rings(parts)):
+        rings, ring_part = shapely.get_rings(parts, return_index=True)
+    else:  # each polygon's coordinates are its one ring's: no ring objects to make
+        rings, ring_part = parts, np.arange(len(parts))
     ring_start = np.r_[0, np.cumsum(shapely.get_num_coordinates(rings))]
     columns = _edges_of_rings(shapely.get_coordinates(rings), ring_start, ring_part)
     ax, ay, bx, by, ring, weight, ring_first = columns
