@@ -113,26 +113,36 @@ def _candidate_pairs(
     that is at most ``pairs_per_edge`` pairs for each of them and at most ``sweep`` pairs in
     all, else by a sweep on least x, and the pair is crowded if even the sweep would look at
     more than ``pairs_per_edge`` pairs an edge."""
+    # Each edge's box widened by tol (in one pass here: as NumPy temporaries they would cost
+    # more in fresh pages than in arithmetic).
+    lo_x, hi_x = np.empty(len(ax)), np.empty(len(ax))
+    lo_y, hi_y = np.empty(len(ax)), np.empty(len(ax))
+    for e in range(len(ax)):
+        lo_x[e], hi_x[e] = min(ax[e], bx[e]) - tol, max(ax[e], bx[e]) + tol
+        lo_y[e], hi_y[e] = min(ay[e], by[e]) - tol, max(ay[e], by[e]) + tol
     n_parts = len(part_first) - 1
     box_x0, box_x1 = np.full(n_parts, np.inf), np.full(n_parts, -np.inf)
     box_y0, box_y1 = np.full(n_parts, np.inf), np.full(n_parts, -np.inf)
     for p in range(n_parts):
         for e in range(part_first[p], part_first[p + 1]):
-            box_x0[p], box_x1[p] = min(box_x0[p], ax[e], bx[e]), max(box_x1[p], ax[e], bx[e])
-            box_y0[p], box_y1[p] = min(box_y0[p], ay[e], by[e]), max(box_y1[p], ay[e], by[e])
+            box_x0[p], box_x1[p] = min(box_x0[p], lo_x[e]), max(box_x1[p], hi_x[e])
+            box_y0[p], box_y1[p] = min(box_y0[p], lo_y[e]), max(box_y1[p], hi_y[e])
     out_e = np.empty(capacity, dtype=np.int64)
     out_f = np.empty(capacity, dtype=np.int64)
     crowded = np.zeros(n_parts, dtype=np.bool_)
-    near_p = np.empty(len(ax), dtype=np.int64)
-    near_q = np.empty(len(ax), dtype=np.int64)
+    near_p = np.empty(len(lo_x), dtype=np.int64)
+    near_q = np.empty(len(lo_x), dtype=np.int64)
     n = 0
     for k in range(len(first)):
         p, q = first[k], second[k]
-        # The overlap of their boxes, widened: edges within tol of each other are paired.
-        x0, x1 = max(box_x0[p], box_x0[q]) - 2 * tol, min(box_x1[p], box_x1[q]) + 2 * tol
-        y0, y1 = max(box_y0[p], box_y0[q]) - 2 * tol, min(box_y1[p], box_y1[q]) + 2 * tol
-        n_p = _edges_in(part_first[p], part_first[p + 1], x0, x1, y0, y1, ax, ay, bx, by, near_p)
-        n_q = _edges_in(part_first[q], part_first[q + 1], x0, x1, y0, y1, ax, ay, bx, by, near_q)
+        x0, x1 = max(box_x0[p], box_x0[q]), min(box_x1[p], box_x1[q])
+        y0, y1 = max(box_y0[p], box_y0[q]), min(box_y1[p], box_y1[q])
+        n_p = _edges_in(
+            part_first[p], part_first[p + 1], x0, x1, y0, y1, lo_x, hi_x, lo_y, hi_y, near_p
+        )
+        n_q = _edges_in(
+            part_first[q], part_first[q + 1], x0, x1, y0, y1, lo_x, hi_x, lo_y, hi_y, near_q
+        )
         budget = pairs_per_edge * (n_p + n_q)
         # The most pairs written: all with all, or what a sweep writes before it finds itself
         # over budget (one more edge's looks).
@@ -142,11 +152,13 @@ def _candidate_pairs(
             n += room
             continue
         if n_p * n_q <= min(budget, sweep):
-            n = _all_pairs(near_p, n_p, near_q, n_q, ax, ay, bx, by, tol, out_e, out_f, n)
+            n = _all_pairs(near_p, n_p, near_q, n_q, lo_x, hi_x, lo_y, hi_y, out_e, out_f, n)
             continue
-        _sort_by_least_x(near_p, n_p, ax, bx)
-        _sort_by_least_x(near_q, n_q, ax, bx)
-        swept = _swept_pairs(near_p, n_p, near_q, n_q, ax, ay, bx, by, tol, budget, out_e, out_f, n)
+        _sort_by(near_p, n_p, lo_x)
+        _sort_by(near_q, n_q, lo_x)
+        swept = _swept_pairs(
+            near_p, n_p, near_q, n_q, lo_x, hi_x, lo_y, hi_y, budget, out_e, out_f, n
+        )
         if swept < 0:
             crowded[p] = crowded[q] = True
         else:
@@ -162,10 +174,10 @@ def _edges_in(
     x1: float,
     y0: float,
     y1: float,
-    ax: np.ndarray,
-    ay: np.ndarray,
-    bx: np.ndarray,
-    by: np.ndarray,
+    lo_x: np.ndarray,
+    hi_x: np.ndarray,
+    lo_y: np.ndarray,
+    hi_y: np.ndarray,
     out: np.ndarray,
 ) -> int:
     """Write to ``out`` the edges ``start..stop-1`` whose boxes meet the box ``[x0, x1] x
@@ -173,8 +185,7 @@ def _edges_in(
     n = 0
     for e in range(start, stop):
         out[n] = e
-        meets_x = (min(ax[e], bx[e]) <= x1) & (max(ax[e], bx[e]) >= x0)
-        n += meets_x & (min(ay[e], by[e]) <= y1) & (max(ay[e], by[e]) >= y0)
+        n += (lo_x[e] <= x1) & (hi_x[e] >= x0) & (lo_y[e] <= y1) & (hi_y[e] >= y0)
     return n
 
 
@@ -184,11 +195,10 @@ def _all_pairs(
     n_p: int,
     near_q: np.ndarray,
     n_q: int,
-    ax: np.ndarray,
-    ay: np.ndarray,
-    bx: np.ndarray,
-    by: np.ndarray,
-    tol: float,
+    lo_x: np.ndarray,
+    hi_x: np.ndarray,
+    lo_y: np.ndarray,
+    hi_y: np.ndarray,
     out_e: np.ndarray,
     out_f: np.ndarray,
     n: int,
@@ -197,22 +207,18 @@ def _all_pairs(
     and one of ``near_q[:n_q]`` whose boxes overlap, each against each; return the rows."""
     for i in range(n_p):
         e = near_p[i]
-        # e's box widened by twice tol: the pairs whose boxes come within tol each way.
-        ex0, ex1 = min(ax[e], bx[e]) - 2 * tol, max(ax[e], bx[e]) + 2 * tol
-        ey0, ey1 = min(ay[e], by[e]) - 2 * tol, max(ay[e], by[e]) + 2 * tol
+        ex0, ex1, ey0, ey1 = lo_x[e], hi_x[e], lo_y[e], hi_y[e]
         for j in range(n_q):
             f = near_q[j]
             out_e[n], out_f[n] = e, f
-            meets_x = (min(ax[f], bx[f]) <= ex1) & (max(ax[f], bx[f]) >= ex0)
-            n += meets_x & (min(ay[f], by[f]) <= ey1) & (max(ay[f], by[f]) >= ey0)
+            n += (lo_x[f] <= ex1) & (ex0 <= hi_x[f]) & (lo_y[f] <= ey1) & (ey0 <= hi_y[f])
     return n
 
 
 @njit(cache=True, nogil=True)
-def _sort_by_least_x(items: np.ndarray, n: int, ax: np.ndarray, bx: np.ndarray) -> None:
-    """Sort the edges ``items[:n]`` by their least x, in place."""
-    edges = items[:n]
-    items[:n] = edges[np.argsort(np.minimum(ax[edges], bx[edges]))]
+def _sort_by(items: np.ndarray, n: int, key: np.ndarray) -> None:
+    """Sort ``items[:n]`` by ``key[item]`` in place."""
+    items[:n] = items[:n][np.argsort(key[items[:n]])]
 
 
 @njit(cache=True, nogil=True)
@@ -221,11 +227,10 @@ def _swept_pairs(
     n_p: int,
     near_q: np.ndarray,
     n_q: int,
-    ax: np.ndarray,
-    ay: np.ndarray,
-    bx: np.ndarray,
-    by: np.ndarray,
-    tol: float,
+    lo_x: np.ndarray,
+    hi_x: np.ndarray,
+    lo_y: np.ndarray,
+    hi_y: np.ndarray,
     budget: int,
     out_e: np.ndarray,
     out_f: np.ndarray,
@@ -237,18 +242,16 @@ def _swept_pairs(
     written are to be ignored) if that would look at more than ``budget`` pairs."""
     i = j = 0
     while i < n_p and j < n_q:
-        p, q = near_p[i], near_q[j]
-        take_p = min(ax[p], bx[p]) <= min(ax[q], bx[q])
-        e = p if take_p else q
-        reach = max(ax[e], bx[e]) + 2 * tol
-        low, high = min(ay[e], by[e]) - 2 * tol, max(ay[e], by[e]) + 2 * tol
-        k = start = j if take_p else i
+        take_p = lo_x[near_p[i]] <= lo_x[near_q[j]]
+        e = near_p[i] if take_p else near_q[j]
+        k = j if take_p else i
         stop = n_q if take_p else n_p
+        start = k
         while k < stop:
             f = near_q[k] if take_p else near_p[k]
-            if min(ax[f], bx[f]) > reach:
+            if lo_x[f] > hi_x[e]:
                 break
-            if (min(ay[f], by[f]) <= high) & (max(ay[f], by[f]) >= low):
+            if (lo_y[f] <= hi_y[e]) & (lo_y[e] <= hi_y[f]):
                 out_e[n], out_f[n] = e, f
                 n += 1
             k += 1
