@@ -69,12 +69,15 @@ def union_boundary(parts: np.ndarray, tol: float, by_geos: bool = False) -> Segm
     crossings, touching = _crossings(edges, near, live, tol)
     failed[group[touching]] = True
     cuts = _Cuts(edges, shared, crossings, _ring_start_counts(edges, near, boxes))
-    failed[group[cuts.unsure_parts(tol)]] = True
+    outside, unsure = cuts.outside_pieces(~failed[group], tol)
+    if np.any(~failed[group[unsure]]):  # rare: take those groups' pieces out again
+        failed[group[unsure]] = True
+        outside, _ = cuts.outside_pieces(~failed[group], tol)
     by_union = np.flatnonzero(failed[group])
     alone_edges = alone[edges.part]
     return _concat(
         _oriented(edges.segments.take(alone_edges), edges.weight[alone_edges]),
-        cuts.outside_pieces(~failed[group]),
+        outside,
         _geos_boundary(parts[by_union], tol, whole=by_geos),
     )
 
@@ -237,23 +240,21 @@ class _Cuts:
         self.first, self.order = _by_edge(shared, crossings.edge, crossings.t, len(edges.ring))
         self.edges = edges
 
-    def unsure_parts(self, tol: float) -> np.ndarray:
-        """Polygons whose counts cannot be trusted: a ring's count falls below zero or does not
-        come back to where it started (crossings were missed or misjudged), or a piece is
-        within ``tol`` of a point (crossings that close along an edge, as where three edges
-        meet at about one point, may be ordered by rounding, leaving gaps of a few ulps)."""
-        _, _, delta, x, y = self.crossings
-        bad = _unsure_rings(*self.columns, self.first, self.order, delta, x, y, tol)
-        return self.edges.ring_part[bad]
-
-    def outside_pieces(self, live: np.ndarray) -> Segments:
+    def outside_pieces(self, live: np.ndarray, tol: float) -> tuple[Segments, np.ndarray]:
         """The pieces of the polygons ``live`` (a mask) that no other polygon holds, turned so
-        that their polygon lies on their left: the union's boundary there."""
+        that their polygon lies on their left (the union's boundary there); and the polygons
+        whose counts cannot be trusted, whose group GEOS must union instead: a ring's count
+        falls below zero or does not come back to where it started (crossings were missed or
+        misjudged), or a piece is within ``tol`` of a point (crossings that close along an
+        edge, as where three edges meet at about one point, may be ordered by rounding,
+        leaving gaps of a few ulps)."""
         _, _, delta, x, y = self.crossings
         keep = live[self.edges.part]
         weight = self.edges.weight
-        found = _outside(*self.columns, self.first, self.order, delta, x, y, keep, weight)
-        return Segments(*found)
+        *found, unsure = _walk(
+            *self.columns, self.first, self.order, delta, x, y, keep, weight, tol
+        )
+        return Segments(*found), self.edges.ring_part[unsure]
 
 
 @njit(cache=True, nogil=True)
@@ -287,44 +288,7 @@ def _by_edge(
 
 
 @njit(cache=True, nogil=True)
-def _unsure_rings(
-    ax: np.ndarray,
-    ay: np.ndarray,
-    bx: np.ndarray,
-    by: np.ndarray,
-    shared: np.ndarray,
-    ring: np.ndarray,
-    start_count: np.ndarray,
-    first: np.ndarray,
-    order: np.ndarray,
-    delta: np.ndarray,
-    x: np.ndarray,
-    y: np.ndarray,
-    tol: float,
-) -> np.ndarray:
-    """:meth:`_Cuts.unsure_parts` on columns, per ring (all rings of the edges)."""
-    bad = np.zeros(len(start_count), dtype=np.bool_)
-    running = 0
-    for k in range(len(shared)):
-        e = shared[k]
-        r = ring[e]
-        if k == 0 or r != ring[shared[k - 1]]:
-            running = start_count[r]
-        px, py = ax[e], ay[e]
-        for i in range(first[k], first[k + 1]):
-            c = order[i]
-            bad[r] |= (x[c] - px) ** 2 + (y[c] - py) ** 2 <= tol * tol
-            running += int(delta[c])
-            bad[r] |= running < 0
-            px, py = x[c], y[c]
-        bad[r] |= (bx[e] - px) ** 2 + (by[e] - py) ** 2 <= tol * tol
-        if k == len(shared) - 1 or ring[shared[k + 1]] != r:
-            bad[r] |= running != start_count[r]
-    return bad
-
-
-@njit(cache=True, nogil=True)
-def _outside(
+def _walk(
     ax: np.ndarray,
     ay: np.ndarray,
     bx: np.ndarray,
@@ -339,22 +303,27 @@ def _outside(
     y: np.ndarray,
     keep: np.ndarray,
     weight: np.ndarray,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """:meth:`_Cuts.outside_pieces` on columns: the pieces of the ``shared`` edges that are
-    ``keep`` with a count of zero, each from its start to its end, reversed where the edge's
-    ``weight`` is negative."""
+    tol: float,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """:meth:`_Cuts.outside_pieces` on columns, in one walk along the rings: the pieces of the
+    ``shared`` edges that are ``keep`` with a count of zero, each from its start to its end,
+    reversed where the edge's ``weight`` is negative; and per ring (all rings of the edges)
+    whether its counts cannot be trusted."""
     n = len(shared) + len(delta)
     out_ax, out_ay, out_bx, out_by = np.empty(n), np.empty(n), np.empty(n), np.empty(n)
+    unsure = np.zeros(len(start_count), dtype=np.bool_)
     found = 0
     running = 0
     for k in range(len(shared)):
         e = shared[k]
-        if k == 0 or ring[e] != ring[shared[k - 1]]:
-            running = start_count[ring[e]]
+        r = ring[e]
+        if k == 0 or r != ring[shared[k - 1]]:
+            running = start_count[r]
         px, py = ax[e], ay[e]
         for i in range(first[k], first[k + 1] + 1):
             last = i == first[k + 1]
             qx, qy = (bx[e], by[e]) if last else (x[order[i]], y[order[i]])
+            unsure[r] |= (qx - px) ** 2 + (qy - py) ** 2 <= tol * tol
             if running == 0 and keep[e]:
                 flip = weight[e] < 0
                 out_ax[found], out_ay[found] = (qx, qy) if flip else (px, py)
@@ -362,8 +331,11 @@ def _outside(
                 found += 1
             if not last:
                 running += int(delta[order[i]])
+                unsure[r] |= running < 0
                 px, py = qx, qy
-    return out_ax[:found], out_ay[:found], out_bx[:found], out_by[:found]
+        if k == len(shared) - 1 or ring[shared[k + 1]] != r:
+            unsure[r] |= running != start_count[r]
+    return out_ax[:found], out_ay[:found], out_bx[:found], out_by[:found], unsure
 
 
 def _oriented(segments: Segments, weight: np.ndarray) -> Segments:
