@@ -26,32 +26,6 @@ class Segments(NamedTuple):
         """The segments at ``rows`` (an index or a mask)."""
         return Segments(self.ax[rows], self.ay[rows], self.bx[rows], self.by[rows])
 
-    def canonical(self) -> tuple[Segments, np.ndarray]:
-        """The segments with their ends ordered by (x, y), and which were turned. A segment and
-        its reverse (an edge two polygons share) then give bit-identical points."""
-        flip = (self.bx < self.ax) | ((self.bx == self.ax) & (self.by < self.ay))
-        return (
-            Segments(
-                np.where(flip, self.bx, self.ax),
-                np.where(flip, self.by, self.ay),
-                np.where(flip, self.ax, self.bx),
-                np.where(flip, self.ay, self.by),
-            ),
-            flip,
-        )
-
-    def point_at(
-        self, t: np.ndarray, rows: np.ndarray | slice = slice(None)
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """The points at parameters ``t`` (0 at a, 1 at b) along segments ``rows``.
-
-        Exactly a at 0 and b at 1, and exactly on the line of a vertical or horizontal segment:
-        a piece of a segment along a tile side stays on that side.
-        """
-        ax, ay, bx, by = self.ax[rows], self.ay[rows], self.bx[rows], self.by[rows]
-        end = t == 1
-        return np.where(end, bx, ax + t * (bx - ax)), np.where(end, by, ay + t * (by - ay))
-
 
 @njit(cache=True, nogil=True, inline="always")
 def segment_point(ax: float, ay: float, bx: float, by: float, t: float) -> tuple[float, float]:

@@ -8,7 +8,7 @@ level-0 square pixels).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -48,14 +48,6 @@ def bounded_chunks(counts: np.ndarray, budget: float) -> Iterator[tuple[int, int
         stop = max(stop, start + 1)
         yield start, stop
         start = stop
-
-
-def at_most(ranges: Iterable[tuple[int, int]], size: int) -> Iterator[tuple[int, int]]:
-    """``ranges`` ``[start, stop)`` with each range longer than ``size`` split into runs of
-    ``size`` (the last one shorter)."""
-    for start, stop in ranges:
-        for lo in range(start, stop, size):
-            yield lo, min(lo + size, stop)
 
 
 def connected_groups(n: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -140,8 +140,7 @@ def _canonical(
     ax: float, ay: float, bx: float, by: float
 ) -> tuple[float, float, float, float, bool]:
     """A segment's ends ordered by (x, y), and whether they were turned: a segment and its
-    reverse (an edge two polygons share) give bit-identical points (as
-    :meth:`~wsi_core.segments.Segments.canonical`)."""
+    reverse (an edge two polygons share) then give bit-identical points."""
     flip = bx < ax or (bx == ax and by < ay)
     if flip:
         return bx, by, ax, ay, True
